@@ -1,0 +1,406 @@
+//! The AdmissionReview protocol (`admission.k8s.io/v1`): bytes in, bytes out.
+//!
+//! The request's object is read as JSON, never through typed structs, and
+//! only the part the rules read is kept ([`mutation::view`]), parsed in the
+//! same pass as the envelope: the patch goes to the API server, which applies
+//! it to the object it holds, so nothing of the object is lost.
+//!
+//! kube-core has admission types, but its response puts the patch on the wire
+//! as a JSON array of byte values (`[91,123,...]`), more than twice the size
+//! of the base64 string the API documents, and its request type wants a typed
+//! object. These types are the few fields the webhook reads and writes.
+
+use std::fmt;
+
+use base64::Engine;
+use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::mutation::{self, Kind, MutationConfig, Operation, Outcome};
+
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+const KIND: &str = "AdmissionReview";
+/// The API server truncates longer warnings; cut them where we choose.
+const MAX_WARNING_CHARS: usize = 256;
+
+/// Why a request body is not an AdmissionReview this webhook can answer.
+/// Rendered as a one-line reason with HTTP 400.
+#[derive(Debug, thiserror::Error)]
+pub enum AdmissionError {
+    #[error("request body is not valid JSON: {0}")]
+    Json(serde_json::Error),
+    #[error("request body is not an AdmissionReview: {0}")]
+    Shape(serde_json::Error),
+    #[error("unsupported AdmissionReview apiVersion {0:?}, expected \"admission.k8s.io/v1\"")]
+    ApiVersion(String),
+    #[error("unexpected kind {0:?}, expected \"AdmissionReview\"")]
+    Kind(String),
+    #[error("AdmissionReview has no request")]
+    MissingRequest,
+    #[error("AdmissionReview request has an empty uid")]
+    MissingUid,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewIn<'a> {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(borrow)]
+    request: Option<Request<'a>>,
+}
+
+struct Request<'a> {
+    uid: String,
+    kind: GroupVersionKind,
+    sub_resource: Option<String>,
+    name: Option<String>,
+    namespace: Option<String>,
+    operation: String,
+    object: Option<RequestObject<'a>>,
+    dry_run: Option<bool>,
+}
+
+/// The request's object, as far as it was read.
+enum RequestObject<'a> {
+    /// The part the rules read, for a kind known when the object came.
+    View(Value),
+    /// Captured unparsed: `kind` had not come yet (the API server sends it
+    /// first, but JSON does not promise an order).
+    Raw(&'a RawValue),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Request<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(RequestVisitor)
+    }
+}
+
+/// Reads the request's fields in one pass; the object of a handled kind is
+/// parsed straight into its view, the object of any other kind is skipped.
+struct RequestVisitor;
+
+impl<'de> Visitor<'de> for RequestVisitor {
+    type Value = Request<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an AdmissionRequest")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Request<'de>, A::Error> {
+        let (mut uid, mut kind, mut operation) = (None, None::<GroupVersionKind>, None);
+        let (mut sub_resource, mut name, mut namespace, mut dry_run) = (None, None, None, None);
+        let mut object = None;
+        while let Some(mutation::view::Key(key)) = map.next_key()? {
+            match key.as_ref() {
+                "uid" => uid = Some(map.next_value::<String>()?),
+                "kind" => kind = Some(map.next_value()?),
+                "subResource" => sub_resource = map.next_value()?,
+                "name" => name = map.next_value()?,
+                "namespace" => namespace = map.next_value()?,
+                "operation" => operation = Some(map.next_value::<String>()?),
+                "dryRun" => dry_run = map.next_value()?,
+                "object" => {
+                    let known = kind
+                        .as_ref()
+                        .map(|k| Kind::from_group_kind(&k.group, &k.kind));
+                    object = match known {
+                        Some(Some(kind)) => Some(RequestObject::View(
+                            map.next_value_seed(mutation::view::seed(kind))?,
+                        )),
+                        Some(None) => {
+                            map.next_value::<IgnoredAny>()?;
+                            None
+                        }
+                        None => Some(RequestObject::Raw(map.next_value()?)),
+                    };
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Request {
+            uid: uid.ok_or_else(|| de::Error::missing_field("uid"))?,
+            kind: kind.ok_or_else(|| de::Error::missing_field("kind"))?,
+            operation: operation.ok_or_else(|| de::Error::missing_field("operation"))?,
+            sub_resource,
+            name,
+            namespace,
+            object,
+            dry_run,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct GroupVersionKind {
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    version: String,
+    kind: String,
+}
+
+/// What a review was about and what came of it, for logs and metrics.
+#[derive(Clone, Debug)]
+pub struct ReviewSummary {
+    pub uid: String,
+    /// The object's kind as sent (`Pod`, `ServiceMonitor`, ...).
+    pub kind: String,
+    /// The kind when the webhook knows it; `None` for anything else.
+    pub known_kind: Option<Kind>,
+    pub namespace: String,
+    pub name: String,
+    pub operation: String,
+    pub dry_run: bool,
+    pub patch_operations: usize,
+    pub warnings: Vec<String>,
+    pub outcome: Outcome,
+}
+
+/// A review answered: the response body and its summary.
+#[derive(Debug)]
+pub struct Reviewed {
+    /// A serialised `AdmissionReview` carrying the response.
+    pub body: Vec<u8>,
+    pub summary: ReviewSummary,
+}
+
+/// Answers one AdmissionReview. Always allows (this webhook mutates, it never
+/// denies); the patch, when there is one, is `JSONPatch`. `dryRun` requests
+/// get the same answer: the webhook has no side effects.
+pub fn review(body: &[u8], config: &MutationConfig) -> Result<Reviewed, AdmissionError> {
+    let review = parse(body)?;
+    let request = review.request.ok_or(AdmissionError::MissingRequest)?;
+    if request.uid.is_empty() {
+        return Err(AdmissionError::MissingUid);
+    }
+
+    let known_kind = Kind::from_group_kind(&request.kind.group, &request.kind.kind);
+    let operation = match request.operation.as_str() {
+        "CREATE" => Some(Operation::Create),
+        "UPDATE" => Some(Operation::Update),
+        "DELETE" => Some(Operation::Delete),
+        "CONNECT" => Some(Operation::Connect),
+        _ => None,
+    };
+    let mut warnings = Vec::new();
+    let object = match (known_kind, request.object) {
+        (Some(_), Some(RequestObject::View(view))) => view,
+        (Some(kind), Some(RequestObject::Raw(raw))) => {
+            mutation::view::parse(kind, raw.get()).map_err(AdmissionError::Shape)?
+        }
+        _ => Value::Null,
+    };
+    let object = (!object.is_null()).then_some(object);
+    let mutation = match (known_kind, operation, &object) {
+        // Subresources (`pods/status`, `prometheuses/scale`, ...) carry no
+        // object this webhook should touch, whatever the registration says.
+        (Some(kind), Some(operation), Some(object))
+            if request
+                .sub_resource
+                .as_deref()
+                .unwrap_or_default()
+                .is_empty()
+                && request.kind.version == "v1" =>
+        {
+            Some(mutation::mutate(kind, operation, object, config))
+        }
+        (Some(_), Some(Operation::Create | Operation::Update), None) => {
+            warnings.push("the request carries no object; nothing was changed".to_owned());
+            None
+        }
+        _ => None,
+    };
+
+    let (patch, outcome, patch_operations) = match mutation {
+        Some(mutation) => {
+            if !mutation.warnings.is_empty() {
+                // kubectl prints warnings without saying which object of a
+                // multi-document apply they are about: name it.
+                let about = mutation::describe_object(
+                    &request.kind.kind,
+                    request.namespace.as_deref().unwrap_or_default(),
+                    object.as_ref().unwrap_or(&Value::Null),
+                );
+                warnings.extend(
+                    mutation
+                        .warnings
+                        .iter()
+                        .map(|w| sanitize_warning(&format!("{about}: {w}"))),
+                );
+            }
+            let operations = mutation.patch.0.len();
+            let patch = if operations == 0 {
+                None
+            } else {
+                let mut json = Vec::with_capacity(1024);
+                serde_json::to_writer(&mut json, &mutation.patch).map_err(AdmissionError::Json)?;
+                Some(json)
+            };
+            (patch, mutation.outcome, operations)
+        }
+        None => (None, Outcome::Skipped, 0),
+    };
+
+    let body = response(&request.uid, patch.as_deref(), &warnings);
+
+    Ok(Reviewed {
+        body,
+        summary: ReviewSummary {
+            uid: request.uid,
+            kind: request.kind.kind,
+            known_kind,
+            namespace: request.namespace.unwrap_or_default(),
+            name: request.name.unwrap_or_default(),
+            operation: request.operation,
+            dry_run: request.dry_run.unwrap_or(false),
+            patch_operations,
+            warnings,
+            outcome,
+        },
+    })
+}
+
+/// The AdmissionReview answer, written into one buffer of the right size:
+/// `{"apiVersion":..,"kind":..,"response":{"uid":..,"allowed":true,
+/// "patchType":"JSONPatch","patch":"<base64>","warnings":[..]}}`. The patch
+/// is base64 as the API documents it (not kube-core's array of byte values).
+fn response(uid: &str, patch: Option<&[u8]>, warnings: &[String]) -> Vec<u8> {
+    let engine = &base64::engine::general_purpose::STANDARD;
+    let patch_len = patch.map_or(0, |p| p.len().div_ceil(3) * 4);
+    let warnings_len: usize = warnings.iter().map(|w| w.len() + 8).sum();
+    let mut out = String::with_capacity(160 + uid.len() + patch_len + warnings_len);
+    out.push_str(r#"{"apiVersion":""#);
+    out.push_str(API_VERSION);
+    out.push_str(r#"","kind":""#);
+    out.push_str(KIND);
+    out.push_str(r#"","response":{"uid":"#);
+    push_json(&mut out, uid);
+    out.push_str(r#","allowed":true"#);
+    if let Some(patch) = patch {
+        out.push_str(r#","patchType":"JSONPatch","patch":""#);
+        engine.encode_string(patch, &mut out);
+        out.push('"');
+    }
+    if !warnings.is_empty() {
+        out.push_str(r#","warnings":"#);
+        push_json(&mut out, warnings);
+    }
+    out.push_str("}}");
+    out.into_bytes()
+}
+
+/// Appends `value` as JSON. Serialising strings cannot fail.
+fn push_json<T: serde::Serialize + ?Sized>(out: &mut String, value: &T) {
+    if let Ok(json) = serde_json::to_string(value) {
+        out.push_str(&json);
+    }
+}
+
+/// Warnings travel as HTTP `Warning` headers and are printed by kubectl:
+/// one line, no control characters, at most [`MAX_WARNING_CHARS`]. They may
+/// quote user input (an annotation's value), so this is enforced here.
+fn sanitize_warning(warning: &str) -> String {
+    let mut clean: String = warning
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_WARNING_CHARS)
+        .collect();
+    if warning.chars().nth(MAX_WARNING_CHARS).is_some() {
+        clean.pop();
+        clean.push('…');
+    }
+    clean
+}
+
+fn parse(body: &[u8]) -> Result<ReviewIn<'_>, AdmissionError> {
+    let review: ReviewIn<'_> =
+        serde_json::from_slice(body).map_err(|error| match error.classify() {
+            serde_json::error::Category::Data => AdmissionError::Shape(error),
+            _ => AdmissionError::Json(error),
+        })?;
+    if review.api_version != API_VERSION {
+        return Err(AdmissionError::ApiVersion(review.api_version));
+    }
+    if review.kind != KIND {
+        return Err(AdmissionError::Kind(review.kind));
+    }
+    Ok(review)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_response_is_the_documented_json() {
+        let body = response("u\"1", Some(br#"[{"op":"add"}]"#), &["a \"b\"".to_owned()]);
+        let value: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            value,
+            json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                   "response": {"uid": "u\"1", "allowed": true, "patchType": "JSONPatch",
+                                "patch": "W3sib3AiOiJhZGQifV0=", "warnings": ["a \"b\""]}})
+        );
+        let bare: Value = serde_json::from_slice(&response("u", None, &[])).unwrap();
+        assert_eq!(bare["response"], json!({"uid": "u", "allowed": true}));
+    }
+
+    #[test]
+    fn reads_an_object_sent_before_its_kind() {
+        let body = json!({
+            "apiVersion": API_VERSION, "kind": KIND,
+            "request": {"uid": "u", "operation": "CREATE",
+                "object": {"spec": {"endpoints": [{"port": "web"}]}, "metadata": {"name": "m"}},
+                "kind": {"group": "monitoring.coreos.com", "version": "v1", "kind": "ServiceMonitor"}}
+        });
+        let reviewed = review(
+            &serde_json::to_vec(&body).unwrap(),
+            &MutationConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(reviewed.summary.patch_operations, 2);
+    }
+
+    #[test]
+    fn warnings_are_one_line_and_capped() {
+        assert_eq!(sanitize_warning("a\nb\tc"), "a b c");
+        let long = "x".repeat(1000);
+        let capped = sanitize_warning(&long);
+        assert_eq!(capped.chars().count(), MAX_WARNING_CHARS);
+        assert!(capped.ends_with('…'));
+        let exact = "é".repeat(MAX_WARNING_CHARS);
+        assert_eq!(sanitize_warning(&exact), exact);
+    }
+
+    #[test]
+    fn a_long_user_value_in_a_warning_is_capped() {
+        let value = "y".repeat(10_000);
+        let body = serde_json::json!({
+            "apiVersion": API_VERSION, "kind": KIND,
+            "request": {"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE",
+                "object": {"metadata": {"labels": {"app.kubernetes.io/name": "prometheus"},
+                    "annotations": {"prom-mtls-webhook.io/inject": value}}, "spec": {"containers": []}}}
+        });
+        let reviewed = review(
+            &serde_json::to_vec(&body).unwrap(),
+            &MutationConfig::default(),
+        )
+        .unwrap();
+        assert!(!reviewed.summary.warnings.is_empty());
+        assert!(
+            reviewed
+                .summary
+                .warnings
+                .iter()
+                .all(|w| w.chars().count() <= MAX_WARNING_CHARS)
+        );
+    }
+}

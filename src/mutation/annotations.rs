@@ -1,0 +1,139 @@
+//! The pod annotations Istio's sidecar injector reads, plus this webhook's
+//! status annotation: planned first (nothing is emitted when one of them
+//! cannot be merged), then written as additions and merges.
+
+use serde_json::{Map, Value};
+
+use super::MutationConfig;
+use super::patch::{ObjectAdditions, PatchBuilder, Path};
+use super::proxy_config::{self, ProxyConfig};
+use super::user_volume_mount::{self, Merge};
+
+pub const INCLUDE_INBOUND_PORTS: &str = "traffic.sidecar.istio.io/includeInboundPorts";
+pub const INCLUDE_OUTBOUND_IP_RANGES: &str = "traffic.sidecar.istio.io/includeOutboundIPRanges";
+pub const STATUS_INJECTED: &str = "injected";
+
+/// What the annotations need, computed before anything is written.
+#[derive(Debug)]
+pub struct AnnotationPlan {
+    /// The directory the sidecar writes its certificates to: the configured
+    /// one, or the user's own `OUTPUT_CERTS`.
+    pub sidecar_dir: String,
+    /// Whether the traffic annotations were absent (and are now added).
+    pub traffic_added: bool,
+    pub warnings: Vec<String>,
+    /// Keys the annotations lack, in the order they are added.
+    additions: Vec<(String, String)>,
+    /// Keys whose existing value is replaced by a merged one.
+    replacements: Vec<(String, String)>,
+}
+
+impl AnnotationPlan {
+    /// Plans the annotations for `current` (a `metadata.annotations`-like
+    /// map, possibly absent). An error is a warning: the object must be left
+    /// alone, since Istio would ignore or reject what could be written.
+    pub fn new(
+        current: Option<&Map<String, Value>>,
+        config: &MutationConfig,
+    ) -> Result<Self, String> {
+        let get = |key: &str| current.and_then(|map| map.get(key)).and_then(Value::as_str);
+        let mut plan = Self {
+            sidecar_dir: config.sidecar_cert_dir.clone(),
+            traffic_added: false,
+            warnings: Vec::new(),
+            additions: Vec::new(),
+            replacements: Vec::new(),
+        };
+
+        match get(proxy_config::ANNOTATION) {
+            None => plan.additions.push((
+                proxy_config::ANNOTATION.into(),
+                ProxyConfig::new_with_output_certs(&config.sidecar_cert_dir),
+            )),
+            Some(text) => {
+                let proxy_config = ProxyConfig::parse(text)?;
+                match proxy_config.output_certs()? {
+                    // The user's directory wins; the volume is mounted there.
+                    Some(dir) => plan.sidecar_dir = dir.to_owned(),
+                    None => plan.replacements.push((
+                        proxy_config::ANNOTATION.into(),
+                        proxy_config.with_output_certs(&config.sidecar_cert_dir),
+                    )),
+                }
+            }
+        }
+
+        match get(user_volume_mount::ANNOTATION) {
+            None => plan.additions.push((
+                user_volume_mount::ANNOTATION.into(),
+                user_volume_mount::new(&config.volume_name, &plan.sidecar_dir),
+            )),
+            Some(text) => match user_volume_mount::merge(text, &config.volume_name, &plan.sidecar_dir)? {
+                Merge::Added(text) => plan
+                    .replacements
+                    .push((user_volume_mount::ANNOTATION.into(), text)),
+                Merge::Present { elsewhere: None } => {}
+                Merge::Present {
+                    elsewhere: Some(path),
+                } => plan.warnings.push(format!(
+                    "{} mounts {} at {:?}, but the sidecar writes its certificates to {}: Prometheus will not see them",
+                    user_volume_mount::ANNOTATION,
+                    config.volume_name,
+                    path,
+                    plan.sidecar_dir
+                )),
+            },
+        }
+
+        // Prometheus' own traffic must not be captured by its sidecar.
+        for key in [INCLUDE_INBOUND_PORTS, INCLUDE_OUTBOUND_IP_RANGES] {
+            if get(key).is_none() {
+                plan.additions.push((key.into(), String::new()));
+                plan.traffic_added = true;
+            }
+        }
+
+        let status = config.status_annotation();
+        match get(&status) {
+            None => plan.additions.push((status, STATUS_INJECTED.into())),
+            Some(STATUS_INJECTED) => {}
+            Some(_) => plan.replacements.push((status, STATUS_INJECTED.into())),
+        }
+        Ok(plan)
+    }
+
+    /// Writes the planned changes to the annotations at `path` (`current`
+    /// being what is there now); they are moved out of the plan.
+    pub fn emit(&mut self, path: &Path, current: Option<&Value>, patch: &mut PatchBuilder) {
+        let mut additions = ObjectAdditions::new(path.clone(), current);
+        for (key, value) in self.additions.drain(..) {
+            additions.insert_if_absent(&key, Value::String(value));
+        }
+        additions.emit(patch);
+        for (key, value) in self.replacements.drain(..) {
+            patch.replace(path.key(&key), Value::String(value));
+        }
+    }
+}
+
+/// The value of this webhook's `<prefix>inject` annotation, as an opt-in
+/// (`Some(true)`), an opt-out (`Some(false)`) or neither. Compared
+/// case-insensitively; any other value is reported.
+pub fn inject_choice(
+    annotations: Option<&Map<String, Value>>,
+    config: &MutationConfig,
+    warnings: &mut Vec<String>,
+) -> Option<bool> {
+    let key = config.inject_annotation();
+    let value = annotations.and_then(|map| map.get(&key))?;
+    match value.as_str() {
+        Some(v) if v.eq_ignore_ascii_case("true") => Some(true),
+        Some(v) if v.eq_ignore_ascii_case("false") => Some(false),
+        _ => {
+            warnings.push(format!(
+                "{key} is {value}; only \"true\" and \"false\" have a meaning, so it is ignored"
+            ));
+            None
+        }
+    }
+}

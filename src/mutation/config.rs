@@ -1,0 +1,90 @@
+//! The names the mutations write, all configurable (SPEC.md, "Names").
+
+use serde_json::{Value, json};
+
+use super::selector::LabelSelector;
+
+/// What happens to PodMonitors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PodMonitorMode {
+    /// Point PodMonitors at the scrape class that this webhook adds to
+    /// `Prometheus` resources (prometheus-operator refuses file paths in a
+    /// PodMonitor's own `tlsConfig`).
+    ScrapeClass,
+    /// Leave PodMonitors alone, with a warning.
+    Off,
+}
+
+/// Every name and switch the mutations depend on.
+#[derive(Clone, Debug)]
+pub struct MutationConfig {
+    /// The shared in-memory volume that carries the workload certificates.
+    pub volume_name: String,
+    /// Where the sidecar writes its certificates (`OUTPUT_CERTS`).
+    pub sidecar_cert_dir: String,
+    /// Where the Prometheus container reads them.
+    pub prometheus_cert_dir: String,
+    pub ca_file_name: String,
+    pub cert_file_name: String,
+    pub key_file_name: String,
+    /// The container that runs Prometheus in a selected pod.
+    pub prometheus_container: String,
+    /// Pods carrying these labels are selected without an opt-in annotation.
+    pub pod_selector: LabelSelector,
+    /// The scrape class added to `Prometheus` resources and set on PodMonitors.
+    pub scrape_class: String,
+    /// Prefix of this webhook's own annotations (`<prefix>inject`, `<prefix>status`).
+    pub annotation_prefix: String,
+    pub pod_monitors: PodMonitorMode,
+}
+
+impl Default for MutationConfig {
+    fn default() -> Self {
+        Self {
+            volume_name: "istio-certs".into(),
+            sidecar_cert_dir: "/etc/istio-output-certs".into(),
+            prometheus_cert_dir: "/etc/prom-certs/".into(),
+            ca_file_name: "root-cert.pem".into(),
+            cert_file_name: "cert-chain.pem".into(),
+            key_file_name: "key.pem".into(),
+            prometheus_container: "prometheus".into(),
+            pod_selector: LabelSelector::default_prometheus(),
+            scrape_class: "istio-mtls".into(),
+            annotation_prefix: "prom-mtls-webhook.io/".into(),
+            pod_monitors: PodMonitorMode::ScrapeClass,
+        }
+    }
+}
+
+impl MutationConfig {
+    /// `<prefix>inject`: `"true"` opts a pod in, `"false"` opts any object out.
+    pub fn inject_annotation(&self) -> String {
+        format!("{}inject", self.annotation_prefix)
+    }
+
+    /// `<prefix>status`: set to `injected` on what this webhook wired.
+    pub fn status_annotation(&self) -> String {
+        format!("{}status", self.annotation_prefix)
+    }
+
+    /// A file under the Prometheus container's certificate directory.
+    fn prometheus_cert_path(&self, file: &str) -> String {
+        format!(
+            "{}/{}",
+            self.prometheus_cert_dir.trim_end_matches('/'),
+            file
+        )
+    }
+
+    /// The scrape `tlsConfig` that authenticates Prometheus with the workload
+    /// certificate. `insecureSkipVerify`: Prometheus cannot verify Istio's
+    /// SPIFFE identities; the client certificate still authenticates it.
+    pub fn scrape_tls_config(&self) -> Value {
+        json!({
+            "caFile": self.prometheus_cert_path(&self.ca_file_name),
+            "certFile": self.prometheus_cert_path(&self.cert_file_name),
+            "keyFile": self.prometheus_cert_path(&self.key_file_name),
+            "insecureSkipVerify": true,
+        })
+    }
+}

@@ -1,0 +1,195 @@
+//! The mutations of SPEC.md: object in, patch and warnings out, no I/O.
+//!
+//! One module per kind ([`pod`], [`prometheus`], [`service_monitor`],
+//! [`pod_monitor`]); what pods and `Prometheus` pod templates share lives in
+//! [`pod_template`], what both monitor kinds share in [`endpoints`].
+
+mod annotations;
+pub mod config;
+mod endpoints;
+pub mod patch;
+mod pod;
+mod pod_monitor;
+mod pod_template;
+mod prometheus;
+mod proxy_config;
+pub mod selector;
+mod service_monitor;
+mod user_volume_mount;
+pub mod view;
+
+use json_patch::Patch;
+use serde_json::Value;
+
+pub use config::{MutationConfig, PodMonitorMode};
+pub use selector::LabelSelector;
+
+/// The kinds this webhook knows, recognised by group and kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Pod,
+    Prometheus,
+    ServiceMonitor,
+    PodMonitor,
+}
+
+impl Kind {
+    /// `None` for every kind the webhook leaves alone.
+    pub fn from_group_kind(group: &str, kind: &str) -> Option<Self> {
+        match (group, kind) {
+            ("", "Pod") => Some(Self::Pod),
+            ("monitoring.coreos.com", "Prometheus") => Some(Self::Prometheus),
+            ("monitoring.coreos.com", "ServiceMonitor") => Some(Self::ServiceMonitor),
+            ("monitoring.coreos.com", "PodMonitor") => Some(Self::PodMonitor),
+            _ => None,
+        }
+    }
+
+    /// From a manifest's `apiVersion` (`v1`, `monitoring.coreos.com/v1`) and `kind`.
+    pub fn from_api_version_kind(api_version: &str, kind: &str) -> Option<Self> {
+        let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
+        Self::from_group_kind(group, kind)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pod => "Pod",
+            Self::Prometheus => "Prometheus",
+            Self::ServiceMonitor => "ServiceMonitor",
+            Self::PodMonitor => "PodMonitor",
+        }
+    }
+}
+
+/// The admission operation; only CREATE and UPDATE ever change anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+    Connect,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "CREATE",
+            Self::Update => "UPDATE",
+            Self::Delete => "DELETE",
+            Self::Connect => "CONNECT",
+        }
+    }
+}
+
+/// What became of an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// In scope, and the patch changes it.
+    Patched,
+    /// In scope, and already carries everything (the patch is empty).
+    Unchanged,
+    /// Out of scope: another kind or operation, not selected, opted out, or
+    /// impossible to change safely (a warning then says why).
+    Skipped,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Patched => "patched",
+            Self::Unchanged => "unchanged",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+/// The result of mutating one object.
+#[derive(Debug)]
+pub struct Mutation {
+    pub patch: Patch,
+    /// Shown by `kubectl` as `Warning: ...`; one short sentence each.
+    pub warnings: Vec<String>,
+    pub outcome: Outcome,
+}
+
+impl Mutation {
+    fn skipped(warnings: Vec<String>) -> Self {
+        Self {
+            patch: Patch(Vec::new()),
+            warnings,
+            outcome: Outcome::Skipped,
+        }
+    }
+
+    fn from_patch(patch: patch::PatchBuilder, mut warnings: Vec<String>) -> Self {
+        if let Some(refused) = patch.refused() {
+            warnings.push(format!("{refused}; the object was left unchanged"));
+            return Self::skipped(warnings);
+        }
+        let outcome = if patch.is_empty() {
+            Outcome::Unchanged
+        } else {
+            Outcome::Patched
+        };
+        Self {
+            patch: patch.build(),
+            warnings,
+            outcome,
+        }
+    }
+}
+
+/// How warnings name an object: `ServiceMonitor default/productpage`. Pods
+/// made from a template have no name yet at admission; their
+/// `generateName` stands in (`Pod monitoring/prometheus-5d9f*`).
+pub fn describe_object(kind: &str, namespace: &str, object: &Value) -> String {
+    let field = |name: &str| {
+        object
+            .get("metadata")
+            .and_then(|m| m.get(name))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
+    let name = match (field("name"), field("generateName")) {
+        ("", "") => "(unnamed)".to_owned(),
+        ("", prefix) => format!("{prefix}*"),
+        (name, _) => name.to_owned(),
+    };
+    let namespace = if namespace.is_empty() {
+        field("namespace")
+    } else {
+        namespace
+    };
+    if namespace.is_empty() {
+        format!("{kind} {name}")
+    } else {
+        format!("{kind} {namespace}/{name}")
+    }
+}
+
+/// Computes the patch for `object` of `kind`.
+pub fn mutate(
+    kind: Kind,
+    operation: Operation,
+    object: &Value,
+    config: &MutationConfig,
+) -> Mutation {
+    if !object.is_object() {
+        return Mutation::skipped(vec![
+            "the object is not a mapping; it was left unchanged".into(),
+        ]);
+    }
+    match (kind, operation) {
+        (Kind::Pod, Operation::Create) => pod::mutate(object, config),
+        (Kind::Prometheus, Operation::Create | Operation::Update) => {
+            prometheus::mutate(object, config)
+        }
+        (Kind::ServiceMonitor, Operation::Create | Operation::Update) => {
+            service_monitor::mutate(object, config)
+        }
+        (Kind::PodMonitor, Operation::Create | Operation::Update) => {
+            pod_monitor::mutate(object, config)
+        }
+        _ => Mutation::skipped(Vec::new()),
+    }
+}

@@ -1,0 +1,154 @@
+//! Pods (CREATE): the certificate volume, Istio's annotations, the mount in
+//! the Prometheus container, and, when Istio's injector ran first, the
+//! sidecar's `OUTPUT_CERTS` and mount.
+
+use serde_json::{Map, Value, json};
+
+use super::annotations::{AnnotationPlan, inject_choice};
+use super::patch::{PatchBuilder, Path};
+use super::pod_template::{ensure_mount, ensure_volume, find_named};
+use super::{Mutation, MutationConfig};
+
+const ISTIO_PROXY: &str = "istio-proxy";
+const OUTPUT_CERTS: &str = "OUTPUT_CERTS";
+const SIDECAR_INJECT: &str = "sidecar.istio.io/inject";
+
+pub fn mutate(pod: &Value, config: &MutationConfig) -> Mutation {
+    let metadata = pod.get("metadata");
+    let annotations = metadata.and_then(|m| m.get("annotations"));
+    let annotation_map = annotations.and_then(Value::as_object);
+    let labels = metadata
+        .and_then(|m| m.get("labels"))
+        .and_then(Value::as_object);
+
+    let mut warnings = Vec::new();
+    let selected = match inject_choice(annotation_map, config, &mut warnings) {
+        Some(choice) => choice,
+        None => config.pod_selector.matches(labels),
+    };
+    if !selected {
+        return Mutation::skipped(warnings);
+    }
+
+    let mut plan = match AnnotationPlan::new(annotation_map, config) {
+        Ok(plan) => plan,
+        Err(reason) => {
+            warnings.push(format!("{reason}; the pod was left unchanged"));
+            return Mutation::skipped(warnings);
+        }
+    };
+    warnings.append(&mut plan.warnings);
+    if sidecar_disabled(annotation_map) || sidecar_disabled(labels) {
+        warnings.push(format!(
+            "{SIDECAR_INJECT} is false: without a sidecar nothing writes the certificates Prometheus is given"
+        ));
+    }
+
+    let mut patch = PatchBuilder::default();
+    let spec = pod.get("spec");
+    let spec_path = Path::root().key("spec");
+    patch.require_mapping(&Path::root().key("metadata"), metadata);
+    patch.require_mapping(&spec_path, spec);
+    plan.emit(
+        &Path::root().key("metadata").key("annotations"),
+        annotations,
+        &mut patch,
+    );
+    ensure_volume(
+        &spec_path.key("volumes"),
+        spec.and_then(|s| s.get("volumes")),
+        config,
+        &mut patch,
+    );
+
+    let containers = spec.and_then(|s| s.get("containers"));
+    match find_named(containers, &config.prometheus_container) {
+        Some((index, container)) => {
+            let container_path = spec_path.key("containers").index(index);
+            warnings.extend(ensure_mount(
+                &container_path.key("volumeMounts"),
+                container.get("volumeMounts"),
+                &config.prometheus_cert_dir,
+                true,
+                &config.prometheus_container,
+                config,
+                &mut patch,
+            ));
+        }
+        None => warnings.push(format!(
+            "the pod has no container named {}, so {} was not mounted into Prometheus",
+            config.prometheus_container, config.volume_name
+        )),
+    }
+
+    // Istio's injector reads the annotations only when it injects. If its
+    // sidecar is already here (a container, or a native sidecar among the
+    // init containers), give it what the annotations would have.
+    for list in ["containers", "initContainers"] {
+        if let Some((index, proxy)) = find_named(spec.and_then(|s| s.get(list)), ISTIO_PROXY) {
+            let proxy_path = spec_path.key(list).index(index);
+            wire_injected_sidecar(
+                &proxy_path,
+                proxy,
+                &plan.sidecar_dir,
+                config,
+                &mut patch,
+                &mut warnings,
+            );
+            if plan.traffic_added {
+                warnings.push(format!(
+                    "{ISTIO_PROXY} was injected before this webhook ran, so the traffic.sidecar.istio.io annotations came too late to take effect; order this webhook's configuration before Istio's injector"
+                ));
+            }
+        }
+    }
+
+    Mutation::from_patch(patch, warnings)
+}
+
+/// `OUTPUT_CERTS` in the sidecar's environment, and a writable mount of the
+/// volume at that directory.
+fn wire_injected_sidecar(
+    path: &Path,
+    proxy: &Value,
+    sidecar_dir: &str,
+    config: &MutationConfig,
+    patch: &mut PatchBuilder,
+    warnings: &mut Vec<String>,
+) {
+    let env = proxy.get("env");
+    let dir = match find_named(env, OUTPUT_CERTS) {
+        // The injector already set it (from the user's ProxyConfig): that is
+        // where the running sidecar writes, so mount there.
+        Some((_, var)) => var
+            .get("value")
+            .and_then(Value::as_str)
+            .unwrap_or(sidecar_dir)
+            .to_owned(),
+        None => {
+            patch.add_to_array(
+                &path.key("env"),
+                env,
+                json!({"name": OUTPUT_CERTS, "value": sidecar_dir}),
+            );
+            sidecar_dir.to_owned()
+        }
+    };
+    warnings.extend(ensure_mount(
+        &path.key("volumeMounts"),
+        proxy.get("volumeMounts"),
+        &dir,
+        false,
+        ISTIO_PROXY,
+        config,
+        patch,
+    ));
+}
+
+/// `sidecar.istio.io/inject: "false"`, as an annotation or (newer Istio) a label.
+fn sidecar_disabled(labels_or_annotations: Option<&Map<String, Value>>) -> bool {
+    labels_or_annotations
+        .and_then(|map| map.get(SIDECAR_INJECT))
+        .and_then(Value::as_str)
+        .is_some_and(|value| value.eq_ignore_ascii_case("false"))
+}

@@ -1,0 +1,205 @@
+//! Golden cases, one per behaviour: `tests/golden/<case>/input.yaml` (the
+//! object as the API server sends it) beside `expected.yaml` (the object after
+//! the patch) and `warnings.txt` (one per line; absent when there are none).
+//! An optional `options.yaml` sets the operation and non-default flags.
+//!
+//! `UPDATE_GOLDEN=1 cargo test --test golden` rewrites the expected files;
+//! review the diff.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use prom_mtls_webhook::mutation::{Kind, MutationConfig, Operation, PodMonitorMode};
+use prom_mtls_webhook::yaml;
+use serde_json::Value;
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/cases")
+}
+
+fn cases() -> Vec<PathBuf> {
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(golden_dir())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.join("input.yaml").exists())
+        .collect();
+    cases.sort();
+    assert!(
+        cases.len() >= 40,
+        "golden cases went missing: {}",
+        cases.len()
+    );
+    cases
+}
+
+fn read_yaml(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    yaml::parse_one(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn options(case: &Path) -> (Operation, MutationConfig) {
+    let mut config = MutationConfig::default();
+    let mut operation = Operation::Create;
+    let path = case.join("options.yaml");
+    if !path.exists() {
+        return (operation, config);
+    }
+    let options = read_yaml(&path);
+    for (key, value) in options.as_object().unwrap() {
+        let value = value.as_str().unwrap();
+        match key.as_str() {
+            "operation" => {
+                operation = match value {
+                    "CREATE" => Operation::Create,
+                    "UPDATE" => Operation::Update,
+                    "DELETE" => Operation::Delete,
+                    other => panic!("operation {other}"),
+                }
+            }
+            "podMonitors" => {
+                config.pod_monitors = match value {
+                    "off" => PodMonitorMode::Off,
+                    _ => PodMonitorMode::ScrapeClass,
+                }
+            }
+            "podSelector" => config.pod_selector = value.parse().unwrap(),
+            "sidecarCertDir" => config.sidecar_cert_dir = value.into(),
+            "prometheusCertDir" => config.prometheus_cert_dir = value.into(),
+            "volumeName" => config.volume_name = value.into(),
+            other => panic!("{}: unknown option {other}", case.display()),
+        }
+    }
+    (operation, config)
+}
+
+fn kind_of(object: &Value) -> Option<Kind> {
+    Kind::from_api_version_kind(object["apiVersion"].as_str()?, object["kind"].as_str()?)
+}
+
+#[test]
+fn every_golden_case_yields_its_expected_object_and_warnings() {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut failures = Vec::new();
+    for case in cases() {
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        let input = read_yaml(&case.join("input.yaml"));
+        let (operation, config) = options(&case);
+        let (mutated, warnings) = match kind_of(&input) {
+            Some(kind) => {
+                let (mutation, mutated) = support::mutate_twice(kind, operation, &input, &config);
+                (mutated, mutation.warnings)
+            }
+            None => {
+                // Kinds the webhook does not know: the review path skips them.
+                (input.clone(), Vec::new())
+            }
+        };
+
+        let expected_path = case.join("expected.yaml");
+        let warnings_path = case.join("warnings.txt");
+        if update {
+            std::fs::write(&expected_path, yaml::to_string(&mutated)).unwrap();
+            if warnings.is_empty() {
+                let _ = std::fs::remove_file(&warnings_path);
+            } else {
+                std::fs::write(&warnings_path, warnings.join("\n") + "\n").unwrap();
+            }
+            continue;
+        }
+        let expected = read_yaml(&expected_path);
+        if expected != mutated {
+            failures.push(format!(
+                "{name}: object differs\n--- expected\n{}--- got\n{}",
+                yaml::to_string(&expected),
+                yaml::to_string(&mutated)
+            ));
+        }
+        let expected_warnings: Vec<String> = std::fs::read_to_string(&warnings_path)
+            .map(|text| text.lines().map(str::to_owned).collect())
+            .unwrap_or_default();
+        if expected_warnings != warnings {
+            failures.push(format!(
+                "{name}: warnings differ\n--- expected\n{expected_warnings:#?}\n--- got\n{warnings:#?}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The schema a real API server validates each custom resource against.
+fn crd_validator(kind: Kind) -> jsonschema::Validator {
+    let file = match kind {
+        Kind::Prometheus => "monitoring.coreos.com_prometheuses.yaml",
+        Kind::ServiceMonitor => "monitoring.coreos.com_servicemonitors.yaml",
+        Kind::PodMonitor => "monitoring.coreos.com_podmonitors.yaml",
+        Kind::Pod => unreachable!("pods have no CRD"),
+    };
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/crds")
+        .join(file);
+    let crd = read_yaml(&path);
+    let version = crd["spec"]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "v1")
+        .unwrap();
+    jsonschema::validator_for(&version["schema"]["openAPIV3Schema"]).unwrap()
+}
+
+#[test]
+fn every_valid_custom_resource_stays_valid_against_its_crd() {
+    let validators: Vec<(Kind, jsonschema::Validator)> =
+        [Kind::Prometheus, Kind::ServiceMonitor, Kind::PodMonitor]
+            .into_iter()
+            .map(|kind| (kind, crd_validator(kind)))
+            .collect();
+    let mut checked = 0;
+    for case in cases() {
+        let input = read_yaml(&case.join("input.yaml"));
+        let expected = read_yaml(&case.join("expected.yaml"));
+        let Some(kind) = kind_of(&expected) else {
+            continue;
+        };
+        let Some((_, validator)) = validators.iter().find(|(k, _)| *k == kind) else {
+            continue;
+        };
+        // Cases about malformed input (which the API server rejects after
+        // admission whatever the webhook does) are not this test's business.
+        if !validator.is_valid(&input) {
+            continue;
+        }
+        let errors: Vec<String> = validator
+            .iter_errors(&expected)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{}: {}",
+            case.display(),
+            errors.join("; ")
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 15,
+        "only {checked} custom resources were validated"
+    );
+}
+
+#[test]
+fn the_crd_schemas_catch_an_invalid_patch() {
+    // The validation above can fail: a scheme outside the CRD's enum is refused.
+    let validator = crd_validator(Kind::ServiceMonitor);
+    let mut monitor = read_yaml(&golden_dir().join("servicemonitor-plain-endpoint/expected.yaml"));
+    monitor["spec"]["endpoints"][0]["scheme"] = Value::String("mtls".into());
+    assert!(!validator.is_valid(&monitor));
+}

@@ -1,0 +1,199 @@
+//! Graceful shutdown of the real binary, with real signals: on SIGTERM
+//! readiness turns false at once, the listener closes, a review in flight
+//! finishes, an idle keep-alive connection is closed by the server, and the
+//! process exits 0 within the drain timeout; a second signal exits at once.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::ServeProcess;
+use tokio::io::AsyncReadExt as _;
+
+fn dev_args(dir: &tempfile::TempDir, drain: &str) -> Vec<String> {
+    vec![
+        "--dev".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--admin-listen".into(),
+        "127.0.0.1:0".into(),
+        "--dev-ca-out".into(),
+        dir.path().join("ca.crt").display().to_string(),
+        "--drain-timeout".into(),
+        drain.into(),
+    ]
+}
+
+fn spawn(dir: &tempfile::TempDir, drain: &str) -> (ServeProcess, String) {
+    let args = dev_args(dir, drain);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let process = ServeProcess::spawn(&args, &[]);
+    let ca = std::fs::read_to_string(dir.path().join("ca.crt")).unwrap();
+    (process, ca)
+}
+
+fn request_head(body_len: usize) -> String {
+    format!(
+        "POST /mutate?timeout=10s HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {body_len}\r\n\r\n"
+    )
+}
+
+async fn readyz(process: &ServeProcess) -> Option<u16> {
+    let response = common::plain_client()
+        .get(process.admin_url("/readyz"))
+        .send()
+        .await
+        .ok()?;
+    Some(response.status().as_u16())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_reviews_closes_idle_connections_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut process, ca) = spawn(&dir, "10s");
+    assert_eq!(readyz(&process).await, Some(200));
+    let review = serde_json::to_vec(&common::fixture("pod-create-1")).unwrap();
+
+    // An idle keep-alive connection: one review answered, then left open.
+    let mut idle = common::raw_tls(process.webhook_addr, &ca).await;
+    common::send(&mut idle, request_head(review.len()).as_bytes()).await;
+    common::send(&mut idle, &review).await;
+    let (status, head, _) = common::read_response(&mut idle).await;
+    assert_eq!(status, 200);
+    assert!(!head.to_ascii_lowercase().contains("connection: close"));
+
+    // A review in flight: head and half of the body sent.
+    let mut in_flight = common::raw_tls(process.webhook_addr, &ca).await;
+    let (first_half, second_half) = review.split_at(review.len() / 2);
+    common::send(&mut in_flight, request_head(review.len()).as_bytes()).await;
+    common::send(&mut in_flight, first_half).await;
+    // Give the server the time to start reading this request.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let signalled = Instant::now();
+    process.signal("TERM");
+
+    // Not ready, while the admin port still answers.
+    common::eventually(Duration::from_secs(5), "/readyz turns 503", || async {
+        readyz(&process).await == Some(503)
+    })
+    .await;
+    // The listener is closed: new connections are refused.
+    common::eventually(
+        Duration::from_secs(5),
+        "the webhook port refuses",
+        || async {
+            tokio::net::TcpStream::connect(process.webhook_addr)
+                .await
+                .is_err()
+        },
+    )
+    .await;
+
+    // The idle keep-alive connection is closed by the server.
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut byte))
+        .await
+        .expect("the idle connection is closed, not left hanging");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "expected EOF, read {read:?}"
+    );
+
+    // The review in flight completes, and then its connection closes too.
+    common::send(&mut in_flight, second_half).await;
+    let (status, head, body) = common::read_response(&mut in_flight).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        answer["response"]["uid"],
+        common::fixture("pod-create-1")["request"]["uid"]
+    );
+    let read = tokio::time::timeout(Duration::from_secs(5), in_flight.read(&mut byte))
+        .await
+        .unwrap();
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "expected EOF, read {read:?}"
+    );
+
+    let status = process.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "exit status {status:?}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "within the drain timeout"
+    );
+    process.wait_for_log("drained", Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_with_nothing_in_flight_exits_0_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut process, _) = spawn(&dir, "30s");
+    process.signal("INT");
+    let status = process.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0), "exit status {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once_without_waiting_for_the_drain() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut process, ca) = spawn(&dir, "60s");
+
+    // A review that never completes keeps the drain waiting.
+    let mut in_flight = common::raw_tls(process.webhook_addr, &ca).await;
+    common::send(&mut in_flight, request_head(1000).as_bytes()).await;
+    common::send(&mut in_flight, b"{").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    process.signal("TERM");
+    process.wait_for_log("shutdown requested", Duration::from_secs(5));
+    process.wait_for_log("shutting down", Duration::from_secs(5));
+    assert!(
+        process.child.try_wait().unwrap().is_none(),
+        "still draining"
+    );
+
+    process.signal("TERM");
+    let status = process.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(128 + 15), "exit status {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_gets_goaway_and_the_drain_completes() {
+    let server = common::TestServer::start_with(|config| {
+        config.timeouts.drain = Duration::from_secs(30);
+    })
+    .await;
+    let client = server.client(common::Http::V2);
+    let response = client
+        .post(server.mutate_url())
+        .json(&common::fixture("servicemonitor-create-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+
+    // The client keeps its connection pooled; only the server's GOAWAY ends
+    // it, and the drain waits for that (else it would take the full 30s).
+    let connections = server
+        .metrics()
+        .await
+        .value("prom_mtls_webhook_connections", &[]);
+    assert_eq!(connections, 1.0);
+    tokio::time::timeout(Duration::from_secs(10), server.stop())
+        .await
+        .expect("the drain completes once the HTTP/2 connection is closed");
+    drop(client);
+}

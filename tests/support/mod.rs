@@ -1,0 +1,135 @@
+//! Checks shared by the golden, fixture and property tests: the rules every
+//! patch must keep (SPEC.md, "Rules for every change").
+
+#![allow(dead_code)]
+
+use json_patch::{Patch, PatchOperation};
+use prom_mtls_webhook::mutation::{Kind, Mutation, MutationConfig, Operation, mutate, view};
+use serde_json::Value;
+
+/// The only existing values a patch may rewrite: the merged Istio
+/// annotations, the webhook's own status annotation, and `scheme: http`.
+fn may_replace(path: &str, config: &MutationConfig) -> bool {
+    let status = format!("{}status", config.annotation_prefix).replace('/', "~1");
+    let annotation = |key: &str| {
+        path.ends_with(&format!("/annotations/{key}"))
+            && (path.starts_with("/metadata/") || path.starts_with("/spec/podMetadata/"))
+    };
+    annotation("proxy.istio.io~1config")
+        || annotation("sidecar.istio.io~1userVolumeMount")
+        || annotation(&status)
+        || (path.ends_with("/scheme")
+            && (path.starts_with("/spec/endpoints/")
+                || path.starts_with("/spec/podMetricsEndpoints/")))
+}
+
+/// Applies `patch` to `object` and checks the rules: it applies cleanly,
+/// `add` never lands on an existing value (except to append to a list or to
+/// fill a null), `replace` only where a merge is allowed, nothing else of the
+/// object changes, and no existing value disappears.
+pub fn apply_checked(object: &Value, patch: &Patch, config: &MutationConfig) -> Value {
+    let mut result = object.clone();
+    for operation in &patch.0 {
+        match operation {
+            PatchOperation::Add(add) => {
+                let path = add.path.to_string();
+                if !path.ends_with("/-") {
+                    let existing = result.pointer(&path);
+                    assert!(
+                        existing.is_none_or(Value::is_null),
+                        "add would overwrite {path}: {existing:?}"
+                    );
+                }
+            }
+            PatchOperation::Replace(replace) => {
+                let path = replace.path.to_string();
+                assert!(
+                    may_replace(&path, config),
+                    "replace of {path} is not an allowed merge"
+                );
+            }
+            other => panic!("unexpected operation {other:?}"),
+        }
+        json_patch::patch(&mut result, std::slice::from_ref(operation)).unwrap_or_else(|e| {
+            panic!(
+                "patch does not apply: {e}\n{}",
+                serde_json::to_string_pretty(patch).unwrap()
+            )
+        });
+    }
+    assert_nothing_lost(object, &result, "", config);
+    result
+}
+
+/// Every value of `before` is still in `after`, in the same place (lists
+/// only grow at their end), except the allowed merges.
+fn assert_nothing_lost(before: &Value, after: &Value, path: &str, config: &MutationConfig) {
+    match (before, after) {
+        (Value::Object(b), Value::Object(a)) => {
+            for (key, value) in b {
+                let child = format!("{path}/{}", key.replace('~', "~0").replace('/', "~1"));
+                match a.get(key) {
+                    Some(next) => assert_nothing_lost(value, next, &child, config),
+                    None => panic!("{child} was removed"),
+                }
+            }
+        }
+        (Value::Array(b), Value::Array(a)) => {
+            assert!(a.len() >= b.len(), "{path} lost items");
+            for (i, (value, next)) in b.iter().zip(a).enumerate() {
+                assert_nothing_lost(value, next, &format!("{path}/{i}"), config);
+            }
+        }
+        (Value::Null, _) => {}
+        (b, a) if b == a => {}
+        (b, a) => assert!(may_replace(path, config), "{path} changed from {b} to {a}"),
+    }
+}
+
+/// Mutates, applies with the checks above, and mutates the result again,
+/// which must yield an empty patch (idempotence).
+pub fn mutate_twice(
+    kind: Kind,
+    operation: Operation,
+    object: &Value,
+    config: &MutationConfig,
+) -> (Mutation, Value) {
+    let first = mutate(kind, operation, object, config);
+    assert_view_is_enough(kind, operation, object, &first, config);
+    let mutated = apply_checked(object, &first.patch, config);
+    let second = mutate(kind, operation, &mutated, config);
+    assert!(
+        second.patch.0.is_empty(),
+        "second pass is not empty: {}",
+        serde_json::to_string(&second.patch).unwrap()
+    );
+    (first, mutated)
+}
+
+/// The webhook mutates a view of the object that keeps only the fields the
+/// rules read (`mutation::view`): it must yield exactly what the whole object
+/// yields.
+fn assert_view_is_enough(
+    kind: Kind,
+    operation: Operation,
+    object: &Value,
+    full: &Mutation,
+    config: &MutationConfig,
+) {
+    let view = view::parse(kind, &object.to_string()).unwrap();
+    let from_view = mutate(kind, operation, &view, config);
+    assert_eq!(
+        serde_json::to_value(&from_view.patch).unwrap(),
+        serde_json::to_value(&full.patch).unwrap(),
+        "the view's patch differs; view: {view}"
+    );
+    assert_eq!(
+        from_view.warnings, full.warnings,
+        "the view's warnings differ"
+    );
+    assert_eq!(from_view.outcome, full.outcome);
+    assert_eq!(
+        prom_mtls_webhook::mutation::describe_object(kind.as_str(), "", &view),
+        prom_mtls_webhook::mutation::describe_object(kind.as_str(), "", object),
+    );
+}
