@@ -1,0 +1,178 @@
+{{/* Chart name, truncated to 63 characters (a label value's limit). */}}
+{{- define "prom-mtls-webhook.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: <release>-<chart>, or <release> when it already contains the chart name. */}}
+{{- define "prom-mtls-webhook.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "prom-mtls-webhook.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "prom-mtls-webhook.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "prom-mtls-webhook.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "prom-mtls-webhook.labels" -}}
+helm.sh/chart: {{ include "prom-mtls-webhook.chart" . }}
+{{ include "prom-mtls-webhook.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: admission-webhook
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "prom-mtls-webhook.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "prom-mtls-webhook.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Secret holding ca.crt, tls.crt and tls.key. One name per certificate mode,
+so that switching modes never makes Helm adopt a Secret that cert-manager wrote
+(or cert-manager overwrite the chart's).
+*/}}
+{{- define "prom-mtls-webhook.tlsSecretName" -}}
+{{- if .Values.certManager.enabled }}
+{{- printf "%s-cert-manager-tls" (include "prom-mtls-webhook.fullname" .) }}
+{{- else }}
+{{- printf "%s-tls" (include "prom-mtls-webhook.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The MutatingWebhookConfiguration's name. The API server calls mutating
+webhook configurations in the byte order of their names, and Istio's injector
+(istio-sidecar-injector[-<rev>], istio-revision-tag-<tag>) reads the
+annotations we add only once, so ours must sort before "istio-". Go's string
+comparison ("lt") is the same byte order the API server sorts with.
+*/}}
+{{- define "prom-mtls-webhook.webhookConfigurationName" -}}
+{{- $name := .Values.webhook.configurationName | default (printf "00-%s" (include "prom-mtls-webhook.fullname" .)) | trunc 63 | trimSuffix "-" }}
+{{- if not (lt $name "istio-") }}
+{{- fail (printf "webhook.configurationName %q must sort before \"istio-\" (Istio's injector configurations), e.g. \"00-%s\": the API server calls mutating webhook configurations in name order" $name (include "prom-mtls-webhook.fullname" .)) }}
+{{- end }}
+{{- $name }}
+{{- end }}
+
+{{/* The image reference: digest wins over tag; tag defaults to appVersion. */}}
+{{- define "prom-mtls-webhook.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when the opt-in webhook and the opt-out match condition are rendered. */}}
+{{- define "prom-mtls-webhook.matchConditions" -}}
+{{- $mode := toString .Values.webhook.matchConditions }}
+{{- if eq $mode "auto" }}
+{{- semverCompare ">=1.28.0-0" .Capabilities.KubeVersion.Version }}
+{{- else if eq $mode "true" }}
+{{- true }}
+{{- else if eq $mode "false" }}
+{{- false }}
+{{- else }}
+{{- fail (printf "webhook.matchConditions must be auto, true or false, not %q" $mode) }}
+{{- end }}
+{{- end }}
+
+{{/* The Prometheus pod labels as a label selector string (for --pod-selector). */}}
+{{- define "prom-mtls-webhook.podSelector" -}}
+{{- $parts := list }}
+{{- range $k, $v := .Values.mutation.prometheusPodLabels }}
+{{- $parts = append $parts (printf "%s=%s" $k $v) }}
+{{- end }}
+{{- join "," $parts }}
+{{- end }}
+
+{{/* host:port for a listener; IPv6 addresses get brackets. */}}
+{{- define "prom-mtls-webhook.hostPort" -}}
+{{- $host := index . 0 }}
+{{- if contains ":" $host }}
+{{- printf "[%s]:%v" $host (index . 1) }}
+{{- else }}
+{{- printf "%s:%v" $host (index . 1) }}
+{{- end }}
+{{- end }}
+
+{{- define "prom-mtls-webhook.terminationGracePeriodSeconds" -}}
+{{- $drain := int .Values.drainTimeoutSeconds }}
+{{- $grace := add $drain 15 }}
+{{- if ne (toString .Values.terminationGracePeriodSeconds) "" }}
+{{- $grace = int .Values.terminationGracePeriodSeconds }}
+{{- end }}
+{{- if le $grace $drain }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must exceed drainTimeoutSeconds (%d), or the kubelet kills the webhook mid-drain" $grace $drain) }}
+{{- end }}
+{{- $grace }}
+{{- end }}
+
+{{/* Fields that every webhook of the configuration shares: (list $root $failurePolicy $caBundle). */}}
+{{- define "prom-mtls-webhook.webhookCommon" -}}
+{{- $root := index . 0 -}}
+{{- $failurePolicy := index . 1 | default $root.Values.webhook.failurePolicy -}}
+{{- $caBundle := index . 2 -}}
+clientConfig:
+  service:
+    name: {{ include "prom-mtls-webhook.fullname" $root }}
+    namespace: {{ $root.Release.Namespace }}
+    path: /mutate
+    port: {{ $root.Values.service.port }}
+  {{- with $caBundle }}
+  caBundle: {{ . }}
+  {{- end }}
+sideEffects: None
+admissionReviewVersions: ["v1"]
+matchPolicy: Equivalent
+timeoutSeconds: {{ int $root.Values.webhook.timeoutSeconds }}
+failurePolicy: {{ $failurePolicy }}
+reinvocationPolicy: {{ $root.Values.webhook.reinvocationPolicy }}
+namespaceSelector:
+  matchExpressions:
+    # Never kube-system, kube-node-lease, nor our own namespace (our own pods
+    # must always start, even while the webhook is down).
+    - key: kubernetes.io/metadata.name
+      operator: NotIn
+      values:
+        {{- range append $root.Values.webhook.excludeNamespaces $root.Release.Namespace | uniq }}
+        - {{ . | quote }}
+        {{- end }}
+    # A namespace labelled <prefix>inject=disabled is never touched.
+    - key: {{ printf "%sinject" $root.Values.mutation.annotationPrefix | quote }}
+      operator: NotIn
+      values: ["disabled"]
+    {{- with $root.Values.webhook.extraNamespaceSelectorExpressions }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+{{- end }}
+
+{{/*
+CEL string literals are written '...': label keys and values, and annotation
+keys, cannot hold quotes or backslashes (checked here all the same).
+*/}}
+{{- define "prom-mtls-webhook.celString" -}}
+{{- if regexMatch "['\\\\]" . }}
+{{- fail (printf "%q cannot be used in a CEL match condition" .) }}
+{{- end }}
+{{- printf "'%s'" . }}
+{{- end }}
