@@ -1,0 +1,87 @@
+//! Arbitrary bytes through the whole protocol: `admission::review`.
+//!
+//! Never panics; and when it answers, the answer is an AdmissionReview that
+//! echoes the uid, whose patch (base64 of a JSON Patch) applies to the
+//! request's object, only adds, and leaves nothing to do on a second review
+//! of the patched object (SPEC.md: idempotent).
+#![no_main]
+
+use std::sync::LazyLock;
+
+use base64::Engine;
+use json_patch::{Patch, PatchOperation};
+use libfuzzer_sys::fuzz_target;
+use prom_mtls_webhook::admission::review;
+use prom_mtls_webhook::mutation::MutationConfig;
+use serde_json::Value;
+
+#[path = "common/mod.rs"]
+mod common;
+
+static CONFIG: LazyLock<MutationConfig> = LazyLock::new(MutationConfig::default);
+
+fn patch_of(response: &Value) -> Option<Patch> {
+    let encoded = response.get("patch")?;
+    assert_eq!(response["patchType"], "JSONPatch");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded.as_str().expect("patch is a string"))
+        .expect("patch is base64");
+    Some(serde_json::from_slice(&bytes).expect("patch is a JSON Patch"))
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(reviewed) = review(data, &CONFIG) else {
+        return;
+    };
+    let answer: Value = serde_json::from_slice(&reviewed.body).expect("the answer is JSON");
+    assert_eq!(answer["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(answer["kind"], "AdmissionReview");
+    let response = &answer["response"];
+    assert_eq!(response["allowed"], true);
+
+    // serde_json skips the fields the webhook ignores without validating
+    // their escapes (`"\ud800"`), so an accepted body is not always a Value.
+    let Ok(mut request) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
+    assert_eq!(response["uid"], request["request"]["uid"], "uid not echoed");
+    assert_eq!(
+        reviewed.summary.patch_operations > 0,
+        response.get("patch").is_some()
+    );
+
+    let Some(patch) = patch_of(response) else {
+        assert!(response.get("patchType").is_none());
+        return;
+    };
+    assert!(!patch.0.is_empty(), "an empty patch is sent as no patch");
+    for op in &patch.0 {
+        assert!(
+            !matches!(op, PatchOperation::Remove(_) | PatchOperation::Move(_)),
+            "the patch removes: {op:?}"
+        );
+    }
+    let kind = request["request"]["kind"]["kind"]
+        .as_str()
+        .map(str::to_owned);
+    let object = request["request"]
+        .get_mut("object")
+        .expect("a patch needs an object");
+    if !common::api_server_shaped(kind.as_deref(), object) {
+        return;
+    }
+    let before = object.clone();
+    if let Err(error) = json_patch::patch(object, &patch.0) {
+        panic!("the patch does not apply: {error}\nobject: {before}\npatch: {patch:?}");
+    }
+
+    // Reinvocation: the patched object gets no patch.
+    let again_body = serde_json::to_vec(&request).expect("serialises");
+    let again = review(&again_body, &CONFIG).expect("the patched review is accepted");
+    let again: Value = serde_json::from_slice(&again.body).expect("the answer is JSON");
+    if let Some(second) = patch_of(&again["response"]) {
+        panic!(
+            "not idempotent: second patch {second:?}\nafter first patch {patch:?}\nof object {before}"
+        );
+    }
+});

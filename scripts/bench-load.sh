@@ -1,0 +1,240 @@
+#!/usr/bin/env bash
+# Load benchmark: the webhook against a constant-response TLS floor, on loopback.
+#
+#   scripts/bench-load.sh [--duration S] [--warmup S] [--rounds N]
+#                         [--connections N] [--h2] [--no-build] [--out FILE]
+#
+# For each round, and each server in turn (fresh process every time):
+#   floor         examples/tls_floor.rs: same TLS/HTTP stack, constant answer
+#   webhook-info  prom-mtls-webhook serve, --log-level info (the default: one
+#                 log line per review, to a file, as in production)
+#   webhook-warn  the same with --log-level warn (no per-review line)
+# the server is pinned to CPU 0 (`taskset -c 0`: one tokio worker), the load
+# generator to CPU 1; 16 keep-alive connections POST the real AdmissionReview
+# ../shared/fixtures/admission/pod-create-1.json to /mutate?timeout=10s for a
+# warm-up and then a measured run. Before the load, one response is sampled with
+# curl (HTTP 200; for the webhook, a JSONPatch answer echoing the uid); during
+# it, every non-2xx answer is counted. Reports, as a markdown table on stdout
+# (and in --out FILE): requests/s, p50, p99, peak RSS (VmHWM), the server's and
+# the load generator's CPU use, and webhook/floor throughput ratios; medians
+# over the rounds (peak RSS: the highest).
+#
+# Load generator: wrk (Debian package `wrk`, installed with apt-get when
+# missing and running as root). It is C with one epoll loop per thread, so one
+# core drives far more requests than the servers can answer; HTTP/1.1 only.
+# With --h2 the same servers are also loaded over HTTP/2 by h2load (Debian
+# `nghttp2-client`; one stream per connection at a time, percentiles computed
+# from its per-request log).
+#
+# Builds with scripts/build-release.sh (the static release binary that ships)
+# and the floor with the same profile, target and flags. --no-build uses what
+# is there. Environment: WEBHOOK_BIN, FLOOR_BIN override the binaries.
+set -euo pipefail
+
+duration=10
+warmup=3
+rounds=3
+connections=16
+h2=0
+build=1
+out=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --duration) duration="${2:?}"; shift 2 ;;
+    --warmup) warmup="${2:?}"; shift 2 ;;
+    --rounds) rounds="${2:?}"; shift 2 ;;
+    --connections) connections="${2:?}"; shift 2 ;;
+    --h2) h2=1; shift ;;
+    --no-build) build=0; shift ;;
+    --out) out="${2:?}"; shift 2 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    *) echo "bench-load: unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+fixture="$repo/../shared/fixtures/admission/pod-create-1.json"
+lua="$repo/scripts/bench/wrk-post.lua"
+summarize="$repo/scripts/bench/summarize.py"
+target="x86_64-unknown-linux-gnu"
+server_cpu=0
+load_cpu=1
+port=18443
+admin_port=18080
+url="https://127.0.0.1:$port/mutate?timeout=10s"
+
+say() { printf 'bench-load: %s\n' "$*" >&2; }
+die() { say "$*"; exit 1; }
+
+[[ -f "$fixture" ]] || die "missing fixture $fixture"
+[[ "$(nproc --all)" -ge 2 ]] || die "needs two CPUs (server on $server_cpu, load on $load_cpu)"
+for tool in taskset curl python3; do
+  command -v "$tool" >/dev/null || die "needs $tool"
+done
+
+need_apt() { # command package
+  command -v "$1" >/dev/null && return 0
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    say "installing $2 with apt-get"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null ||
+      { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }
+  fi
+  command -v "$1" >/dev/null || die "needs $1 (Debian package $2)"
+}
+need_apt wrk wrk
+[[ "$h2" == 1 ]] && need_apt h2load nghttp2-client
+
+# --- build ---------------------------------------------------------------------
+target_dir="${CARGO_TARGET_DIR:-$repo/target}"
+webhook_bin="${WEBHOOK_BIN:-$target_dir/$target/release/prom-mtls-webhook}"
+floor_bin="${FLOOR_BIN:-$target_dir/$target/release/examples/tls_floor}"
+if [[ "$build" == 1 ]]; then
+  say "building the release binary (scripts/build-release.sh)"
+  webhook_bin="${WEBHOOK_BIN:-$(scripts/build-release.sh)}"
+  say "building the floor (examples/tls_floor.rs) with the same profile and flags"
+  RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C target-feature=+crt-static" \
+    cargo build --release --locked --target "$target" --example tls_floor >&2
+fi
+[[ -x "$webhook_bin" ]] || die "no webhook binary at $webhook_bin (drop --no-build)"
+[[ -x "$floor_bin" ]] || die "no floor binary at $floor_bin (drop --no-build)"
+
+busy="$(pgrep -x 'rustc|cargo|cc1|ld|cc|c++' | wc -l || true)"
+if [[ "$busy" -gt 0 ]]; then
+  say "WARNING: $busy compiler process(es) running: figures will be skewed; re-run when quiet"
+fi
+
+# --- work dir, certificates ------------------------------------------------------
+work="$(mktemp -d "${TMPDIR:-/tmp}/bench-load.XXXXXX")"
+server_pid=""
+cleanup() {
+  if [[ -n "$server_pid" ]]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+"$webhook_bin" certs --out "$work/certs" 2>/dev/null
+ca="$work/certs/ca.crt"
+results="$work/results.jsonl"
+: >"$results"
+
+# --- one server --------------------------------------------------------------------
+start_server() { # name
+  local name="$1"
+  case "$name" in
+    floor)
+      taskset -c "$server_cpu" "$floor_bin" --tls-cert "$work/certs/tls.crt" \
+        --tls-key "$work/certs/tls.key" --listen "127.0.0.1:$port" \
+        --response-for "$fixture" 2>"$work/$name.log" &
+      ;;
+    webhook-*)
+      env -u KUBERNETES_SERVICE_HOST PROM_MTLS_WEBHOOK_ORDERING_CHECK=off \
+        taskset -c "$server_cpu" "$webhook_bin" serve \
+        --tls-cert "$work/certs/tls.crt" --tls-key "$work/certs/tls.key" \
+        --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin_port" \
+        --log-level "${name#webhook-}" 2>"$work/$name.log" &
+      ;;
+  esac
+  server_pid=$!
+  local i
+  for i in $(seq 100); do
+    if curl -s -o /dev/null --cacert "$ca" "https://127.0.0.1:$port/" 2>/dev/null; then return 0; fi
+    kill -0 "$server_pid" 2>/dev/null || { cat "$work/$name.log" >&2; die "$name exited at start"; }
+    sleep 0.05
+  done
+  die "$name is not answering on $port"
+}
+
+stop_server() {
+  kill -TERM "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+  server_pid=""
+}
+
+# One request with curl: HTTP 200, and for the webhook a JSONPatch answer
+# echoing the request's uid.
+sample_check() { # name
+  local name="$1" code
+  code="$(curl -s -o "$work/sample.json" -w '%{http_code}' --cacert "$ca" \
+    -H 'Content-Type: application/json' --data-binary "@$fixture" "$url")"
+  [[ "$code" == 200 ]] || die "$name answered HTTP $code to the sample request"
+  python3 - "$fixture" "$work/sample.json" "$name" <<'PY'
+import base64, json, sys
+request = json.load(open(sys.argv[1]))["request"]
+response = json.load(open(sys.argv[2]))["response"]
+assert response["uid"] == request["uid"], "uid not echoed"
+assert response["allowed"] is True
+assert response.get("patchType") == "JSONPatch", "no patch"
+ops = json.loads(base64.b64decode(response["patch"]))
+assert ops, "empty patch"
+print(f"bench-load: {sys.argv[3]}: sample response 200, JSONPatch with {len(ops)} operations", file=sys.stderr)
+PY
+}
+
+cpu_ticks() { # pid -> utime+stime in clock ticks
+  awk '{print $14 + $15}' "/proc/$1/stat"
+}
+
+# Runs the load generator under `bash -c '...; times'` so that its own CPU
+# time is known: prints the generator's JSON line with cpu_s added.
+run_load() { # proto seconds log-file
+  local proto="$1" seconds="$2" log="$3"
+  case "$proto" in
+    h1)
+      BODY="$fixture" taskset -c "$load_cpu" bash -c \
+        'wrk -t1 -c"$1" -d"$2"s --timeout 5s -s "$3" "$4" >"$5"; times' _ \
+        "$connections" "$seconds" "$lua" "$url" "$log.out" >"$log.times"
+      grep '^{' "$log.out" | tail -n1 >"$log"
+      ;;
+    h2)
+      taskset -c "$load_cpu" bash -c \
+        'h2load -t1 -c"$1" -m1 -D"$2" -d "$3" -H "content-type: application/json" --log-file="$4.req" "$5" >"$4.out"; times' _ \
+        "$connections" "$seconds" "$fixture" "$log" "$url" >"$log.times"
+      python3 "$summarize" h2load "$log.out" "$log.req" >"$log"
+      rm -f "$log.req"
+      ;;
+  esac
+  python3 "$summarize" times "$log.times" >>"$log"
+}
+
+measure() { # name proto round
+  local name="$1" proto="$2" round="$3" run="$work/run"
+  start_server "$name"
+  sample_check "$name"
+  run_load "$proto" "$warmup" "$run.warm"
+  local t0 t1 start end
+  t0="$(cpu_ticks "$server_pid")"; start="$(date +%s.%N)"
+  run_load "$proto" "$duration" "$run.measured"
+  t1="$(cpu_ticks "$server_pid")"; end="$(date +%s.%N)"
+  local hwm log_lines=""
+  hwm="$(awk '/^VmHWM:/ {print $2}' "/proc/$server_pid/status")"
+  stop_server
+  if [[ "$name" == webhook-info ]]; then
+    log_lines="$(grep -c ' review uid=' "$work/$name.log" || true)"
+  fi
+  rm -f "$work/$name.log"
+  python3 "$summarize" record --name "$name" --proto "$proto" --round "$round" \
+    --load "$run.measured" --warm "$run.warm" --hwm-kib "$hwm" \
+    --server-ticks "$((t1 - t0))" --clk-tck "$(getconf CLK_TCK)" \
+    --wall "$(python3 -c "print($end - $start)")" --log-lines "${log_lines:-}" >>"$results"
+  tail -n1 "$results" | python3 "$summarize" line >&2
+}
+
+protos=(h1)
+[[ "$h2" == 1 ]] && protos+=(h2)
+servers=(floor webhook-info webhook-warn)
+say "server on CPU $server_cpu, load on CPU $load_cpu, $connections connections, ${warmup}s warm-up + ${duration}s measured, $rounds round(s)"
+for round in $(seq "$rounds"); do
+  for proto in "${protos[@]}"; do
+    # Rotate the order every round so that drift does not favour one server.
+    n=${#servers[@]}
+    for i in $(seq 0 $((n - 1))); do
+      measure "${servers[$(((i + round - 1) % n))]}" "$proto" "$round"
+    done
+  done
+done
+
+machine="$(lscpu | awk -F: '/^Model name/ {gsub(/^ +/, "", $2); print $2; exit}'), $(nproc --all) CPUs, Linux $(uname -r), $(rustc --version 2>/dev/null || echo rustc ?)"
+table="$(python3 "$summarize" table --machine "$machine" --connections "$connections" \
+  --duration "$duration" --rounds "$rounds" --busy "$busy" <"$results")"
+printf '%s\n' "$table"
+if [[ -n "$out" ]]; then printf '%s\n' "$table" >"$out"; fi

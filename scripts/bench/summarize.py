@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Helpers of scripts/bench-load.sh: turn load-generator output into JSON
+records, and the records into the markdown table.
+
+  summarize.py h2load OUT REQLOG   h2load's summary + per-request log -> JSON line
+  summarize.py times FILE          `times` output -> {"load_cpu_s": ...}
+  summarize.py record ...          one JSON record per measured run
+  summarize.py line                one record (stdin) -> one human line
+  summarize.py table ...           records (stdin) -> markdown table
+"""
+
+import argparse
+import json
+import re
+import statistics
+import sys
+
+
+def percentile(sorted_values, p):
+    if not sorted_values:
+        return 0
+    rank = max(0, min(len(sorted_values) - 1, round(p / 100 * len(sorted_values) + 0.5) - 1))
+    return sorted_values[rank]
+
+
+def h2load(out_path, req_path):
+    text = open(out_path).read()
+    finished = re.search(r"finished in ([\d.]+)(m?s), ([\d.]+) req/s", text)
+    if not finished:
+        sys.exit(f"summarize: no summary in h2load output:\n{text}")
+    seconds = float(finished.group(1)) / (1000 if finished.group(2) == "ms" else 1)
+    latencies, non_2xx = [], 0
+    for line in open(req_path):
+        cols = line.split("\t")
+        if len(cols) < 3:
+            continue
+        status, micros = int(cols[1]), int(cols[2])
+        if not 200 <= status < 300:
+            non_2xx += 1
+        latencies.append(micros)
+    latencies.sort()
+    failed = re.search(r"requests: \d+ total, \d+ started, \d+ done, \d+ succeeded, (\d+) failed", text)
+    print(json.dumps({
+        "requests": len(latencies),
+        "duration_us": int(seconds * 1e6),
+        "rps": len(latencies) / seconds if seconds else 0,
+        "p50_us": percentile(latencies, 50),
+        "p90_us": percentile(latencies, 90),
+        "p99_us": percentile(latencies, 99),
+        "p999_us": percentile(latencies, 99.9),
+        "max_us": latencies[-1] if latencies else 0,
+        "mean_us": statistics.fmean(latencies) if latencies else 0,
+        "errors_status": non_2xx,
+        "errors_failed": int(failed.group(1)) if failed else 0,
+    }))
+
+
+def times(path):
+    # bash `times`: the shell's own user/sys, then its children's.
+    lines = [l.split() for l in open(path).read().strip().splitlines()]
+    def seconds(s):
+        m = re.fullmatch(r"(\d+)m([\d.]+)s", s)
+        return int(m.group(1)) * 60 + float(m.group(2))
+    child = lines[-1]
+    print(json.dumps({"load_cpu_s": seconds(child[0]) + seconds(child[1])}))
+
+
+def record(args):
+    load = {}
+    for line in open(args.load):
+        load.update(json.loads(line))
+    warm = {}
+    for line in open(args.warm):
+        warm.update(json.loads(line))
+    wall = float(args.wall)
+    out = {
+        "name": args.name,
+        "proto": args.proto,
+        "round": int(args.round),
+        "rps": load["rps"],
+        "requests": load["requests"],
+        "warm_requests": warm.get("requests", 0),
+        "p50_us": load["p50_us"],
+        "p99_us": load["p99_us"],
+        "p999_us": load["p999_us"],
+        "max_us": load["max_us"],
+        "non_2xx": load.get("errors_status", 0) + warm.get("errors_status", 0),
+        "socket_errors": sum(load.get(k, 0) for k in
+                             ("errors_connect", "errors_read", "errors_write", "errors_timeout", "errors_failed")),
+        "hwm_kib": int(args.hwm_kib),
+        "server_cpu": int(args.server_ticks) / int(args.clk_tck) / wall,
+        "load_cpu": load.get("load_cpu_s", 0) / (load["duration_us"] / 1e6),
+    }
+    if args.log_lines:
+        out["log_lines"] = int(args.log_lines)
+    print(json.dumps(out))
+
+
+def line():
+    r = json.loads(sys.stdin.read())
+    extra = f", {r['log_lines']} review log lines" if "log_lines" in r else ""
+    print(f"bench-load: round {r['round']} {r['name']} ({r['proto']}): {r['rps']:,.0f} req/s, "
+          f"p50 {r['p50_us']} us, p99 {r['p99_us']} us, VmHWM {r['hwm_kib'] / 1024:.1f} MiB, "
+          f"server CPU {r['server_cpu']:.0%}, load CPU {r['load_cpu']:.0%}, non-2xx {r['non_2xx']}, "
+          f"socket errors {r['socket_errors']}{extra}")
+
+
+def table(args):
+    records = [json.loads(l) for l in sys.stdin if l.strip()]
+    groups = {}
+    for r in records:
+        groups.setdefault((r["proto"], r["name"]), []).append(r)
+    floor_rps = {proto: statistics.median(x["rps"] for x in rs)
+                 for (proto, name), rs in groups.items() if name == "floor"}
+    out = [
+        f"Server on CPU 0 (one tokio worker), load generator on CPU 1, {args.connections} keep-alive "
+        f"connections, POST pod-create-1.json, {args.duration} s measured after a warm-up; "
+        f"median of {args.rounds} round(s) (peak RSS: highest). Machine: {args.machine}.",
+        "",
+        "| server | HTTP | requests/s | p50 | p99 | p99.9 | peak RSS (VmHWM) | server CPU | server CPU per request | load-gen CPU | non-2xx | / floor |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    order = {"floor": 0, "webhook-info": 1, "webhook-warn": 2}
+    for (proto, name), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 9))):
+        med = lambda k: statistics.median(x[k] for x in rs)
+        rps = med("rps")
+        ratio = f"{rps / floor_rps[proto]:.2f}" if proto in floor_rps and name != "floor" else ""
+        label = {"floor": "TLS floor (examples/tls_floor.rs)",
+                 "webhook-info": "webhook, --log-level info (per-review line)",
+                 "webhook-warn": "webhook, --log-level warn"}.get(name, name)
+        out.append(
+            f"| {label} | {'1.1 (wrk)' if proto == 'h1' else '2 (h2load)'} | {rps:,.0f} | "
+            f"{med('p50_us') / 1000:.3f} ms | {med('p99_us') / 1000:.3f} ms | {med('p999_us') / 1000:.3f} ms | "
+            f"{max(x['hwm_kib'] for x in rs) / 1024:.1f} MiB | {med('server_cpu'):.0%} | "
+            f"{statistics.median(x['server_cpu'] / x['rps'] * 1e6 for x in rs):.1f} µs | {med('load_cpu'):.0%} | "
+            f"{sum(x['non_2xx'] + x['socket_errors'] for x in rs)} | {ratio} |")
+    if args.busy and int(args.busy) > 0:
+        out += ["", "**Warning: compilers were running during the run; figures are skewed.**"]
+    # Targets (issue 4), on the headline configuration: HTTP/1.1, default log level.
+    head = groups.get(("h1", "webhook-info"))
+    if head and "h1" in floor_rps:
+        rps = statistics.median(x["rps"] for x in head)
+        p99 = statistics.median(x["p99_us"] for x in head)
+        hwm = max(x["hwm_kib"] for x in head) / 1024
+        ratio = rps / floor_rps["h1"]
+        ok = lambda b: "met" if b else "**missed**"
+        out += ["", "Targets (webhook at the default log level, HTTP/1.1):", "",
+                f"- >= 30,000 reviews/s: {rps:,.0f}, {ok(rps >= 30000)}",
+                f"- p99 < 1 ms: {p99 / 1000:.3f} ms, {ok(p99 < 1000)}",
+                f"- peak RSS < 20 MiB: {hwm:.1f} MiB, {ok(hwm < 20)}",
+                f"- >= 0.45 of the floor: {ratio:.2f}, {ok(ratio >= 0.45)}"]
+    lines = [x.get("log_lines") for x in records if x["name"] == "webhook-info"]
+    reqs = [x["requests"] + x["warm_requests"] for x in records if x["name"] == "webhook-info"]
+    if lines and all(l is not None for l in lines):
+        out += ["", f"Per-review log lines written by webhook-info runs: {sum(lines):,} for "
+                    f"{sum(reqs):,} requests counted by the load generator (plus the sample request and the requests in flight when each run stopped)."]
+    print("\n".join(out))
+
+
+def main():
+    cmd = sys.argv[1] if len(sys.argv) > 1 else ""
+    if cmd == "h2load":
+        h2load(sys.argv[2], sys.argv[3])
+    elif cmd == "times":
+        times(sys.argv[2])
+    elif cmd == "line":
+        line()
+    elif cmd in ("record", "table"):
+        p = argparse.ArgumentParser(prog=f"summarize.py {cmd}")
+        if cmd == "record":
+            for flag in ("name", "proto", "round", "load", "warm", "hwm-kib", "server-ticks",
+                         "clk-tck", "wall", "log-lines"):
+                p.add_argument(f"--{flag}", default="")
+            record(p.parse_args(sys.argv[2:]))
+        else:
+            for flag in ("machine", "connections", "duration", "rounds", "busy"):
+                p.add_argument(f"--{flag}", default="")
+            table(p.parse_args(sys.argv[2:]))
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()
