@@ -14,7 +14,7 @@
 #
 # Installs cargo-fuzz into .tools/ when it is not on PATH. The corpus in
 # fuzz/corpus/<target> (gitignored) is seeded from ../shared/fixtures/admission,
-# tests/golden/cases/*/{input,expected}.yaml and fuzz/seeds/<target>/ (if any).
+# tests/golden/cases/*/{input,expected}.yaml, fuzz/regressions/ and fuzz/seeds/<target>/.
 # A crash leaves its input in fuzz/artifacts/<target>/ and exits non-zero;
 # reproduce with: RUSTC_BOOTSTRAP=1 .tools/bin/cargo-fuzz run -s none -a <target> <file>
 #
@@ -55,6 +55,9 @@ seed() { # target
   local t="$1" dir="fuzz/corpus/$1"
   mkdir -p "$dir"
   [[ -d "fuzz/seeds/$t" ]] && cp -n fuzz/seeds/"$t"/* "$dir"/ 2>/dev/null || true
+  # Every input a fuzzer once found a bug with (tests/fuzz_regressions.rs
+  # replays them too); each target reads what it can of the others'.
+  cp -n fuzz/regressions/* "$dir"/
   case "$t" in
     review)
       cp -n "$fixtures"/*.json "$dir"/ ;;

@@ -34,7 +34,7 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, Version, header};
+use axum::http::{HeaderValue, Method, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http_body_util::BodyExt;
@@ -216,16 +216,18 @@ impl Bound {
             background.push(tokio::spawn(ordering::run(ordering, metrics.clone())));
         }
 
+        let reviews = Arc::new(ReviewState {
+            mutation: config.mutation,
+            max_body_bytes: config.limits.max_body_bytes,
+            request_timeout: config.timeouts.request,
+            metrics: metrics.clone(),
+        });
         let connections = Connections {
             acceptor,
             http1: http1_builder(&config.timeouts),
             http2: http2_builder(),
-            router: router(ReviewState {
-                mutation: config.mutation,
-                max_body_bytes: config.limits.max_body_bytes,
-                request_timeout: config.timeouts.request,
-                metrics: metrics.clone(),
-            }),
+            router: router(reviews.clone()),
+            reviews,
             handshake_timeout: config.timeouts.tls_handshake,
             metrics: metrics.clone(),
         };
@@ -295,6 +297,8 @@ struct Connections {
     http1: auto::Builder<TokioExecutor>,
     http2: auto::Builder<TokioExecutor>,
     router: Router,
+    /// `POST /mutate`'s state, for the path that bypasses `router`.
+    reviews: Arc<ReviewState>,
     handshake_timeout: Duration,
     metrics: Arc<Metrics>,
 }
@@ -333,9 +337,22 @@ impl Connections {
         } else {
             &self.http1
         };
+        let reviews = self.reviews.clone();
         let router = self.router.clone();
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            router.clone().oneshot(request.map(Body::new))
+            let reviews = reviews.clone();
+            let router = router.clone();
+            async move {
+                // Every request the API server sends: straight to the
+                // handler, skipping the router's matching and boxing (a few
+                // µs of a ~40 µs review). The router answers the rest with
+                // the same 404/405 as before.
+                if request.method() == Method::POST && request.uri().path() == "/mutate" {
+                    Ok(review(State(reviews), request.map(Body::new)).await)
+                } else {
+                    router.oneshot(request.map(Body::new)).await
+                }
+            }
         });
         let connection = builder.serve_connection(TokioIo::new(tls), service);
         if let Err(error) = watcher.watch(connection).await {
@@ -391,10 +408,10 @@ struct ReviewState {
 }
 
 /// `POST /mutate`; other methods get 405 and other paths 404 (axum's defaults).
-fn router(state: ReviewState) -> Router {
+fn router(state: Arc<ReviewState>) -> Router {
     Router::new()
         .route("/mutate", post(review))
-        .with_state(Arc::new(state))
+        .with_state(state)
 }
 
 /// The API server calls `POST /mutate?timeout=10s`; the query is ignored (the

@@ -13,8 +13,6 @@ use prom_mtls_webhook::mutation::{Kind, MutationConfig, Operation, mutate};
 use prom_mtls_webhook::yaml;
 use serde_json::Value;
 
-#[path = "common/mod.rs"]
-mod common;
 
 static CONFIG: LazyLock<MutationConfig> = LazyLock::new(MutationConfig::default);
 
@@ -27,9 +25,6 @@ const KINDS: [Kind; 4] = [
 
 fn check(object: &Value) {
     for kind in KINDS {
-        if !common::api_server_shaped(Some(kind.as_str()), object) {
-            continue;
-        }
         for operation in [Operation::Create, Operation::Update] {
             let first = mutate(kind, operation, object, &CONFIG);
             if first.patch.0.is_empty() {
