@@ -89,8 +89,8 @@ fn serve(args: ServeArgs) -> ExitCode {
 
 /// One worker per CPU this process may run on (`available_parallelism`
 /// honours `taskset` and cgroup CPU quotas). With a single CPU, a
-/// current-thread runtime: the same work without handing tasks and wake-ups
-/// between threads, which is measurably faster (docs/benchmarks.md).
+/// current-thread runtime: the same work without a second thread to hand
+/// tasks and wake-ups to, which one CPU could only run by time-slicing.
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     match std::thread::available_parallelism().map_or(1, usize::from) {
         1 => tokio::runtime::Builder::new_current_thread()
