@@ -116,6 +116,20 @@ impl AnnotationPlan {
     }
 }
 
+/// Whether a monitor opted out with `<prefix>inject: "false"` in its own
+/// metadata (monitors have no opt-in: every one is a candidate).
+pub fn monitor_opted_out(
+    monitor: &Value,
+    config: &MutationConfig,
+    warnings: &mut Vec<String>,
+) -> bool {
+    let annotations = monitor
+        .get("metadata")
+        .and_then(|m| m.get("annotations"))
+        .and_then(Value::as_object);
+    inject_choice(annotations, config, warnings) == Some(false)
+}
+
 /// The value of this webhook's `<prefix>inject` annotation, as an opt-in
 /// (`Some(true)`), an opt-out (`Some(false)`) or neither. Compared
 /// case-insensitively; any other value is reported.

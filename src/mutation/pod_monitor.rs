@@ -9,18 +9,14 @@
 
 use serde_json::Value;
 
-use super::annotations::inject_choice;
+use super::annotations::monitor_opted_out;
 use super::endpoints::{Endpoint, classify, describe, is_https, left_alone_warning, subject};
 use super::patch::{PatchBuilder, Path};
 use super::{Mutation, MutationConfig, PodMonitorMode};
 
 pub fn mutate(monitor: &Value, config: &MutationConfig) -> Mutation {
     let mut warnings = Vec::new();
-    let annotations = monitor
-        .get("metadata")
-        .and_then(|m| m.get("annotations"))
-        .and_then(Value::as_object);
-    if inject_choice(annotations, config, &mut warnings) == Some(false) {
+    if monitor_opted_out(monitor, config, &mut warnings) {
         return Mutation::skipped(warnings);
     }
 
