@@ -16,38 +16,15 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use base64::Engine;
 use prom_mtls_webhook::admission::review;
 use prom_mtls_webhook::mutation::{Kind, MutationConfig, Operation};
 use serde_json::{Value, json};
 
 fn fixtures() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/admission");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
+    let files = support::files_with_extension(&dir, "json");
     assert!(files.len() >= 12, "fixtures went missing");
     files
-}
-
-/// The response's patch, decoded from base64, or `[]`.
-fn decoded_patch(response: &Value) -> Value {
-    match response["patch"].as_str() {
-        Some(encoded) => {
-            assert_eq!(response["patchType"], "JSONPatch");
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(encoded)
-                .unwrap();
-            serde_json::from_slice(&bytes).unwrap()
-        }
-        None => {
-            assert!(response.get("patchType").is_none());
-            json!([])
-        }
-    }
 }
 
 #[test]
@@ -70,7 +47,7 @@ fn every_captured_review_gets_its_golden_answer() {
         let summary = &reviewed.summary;
         let got = json!({
             "outcome": summary.outcome.as_str(),
-            "patch": decoded_patch(response),
+            "patch": support::decoded_patch(response),
             "warnings": response.get("warnings").cloned().unwrap_or(json!([])),
         });
         assert_eq!(
@@ -118,7 +95,7 @@ fn dry_run_reviews_get_the_same_patch_as_real_ones() {
         request["request"]["dryRun"] = Value::Bool(false);
         let real = review(&serde_json::to_vec(&request).unwrap(), &config).unwrap();
         let patch = |body: &[u8]| {
-            decoded_patch(&serde_json::from_slice::<Value>(body).unwrap()["response"])
+            support::decoded_patch(&serde_json::from_slice::<Value>(body).unwrap()["response"])
         };
         assert_eq!(patch(&dry.body), patch(&real.body));
         assert!(dry.summary.dry_run);

@@ -22,7 +22,6 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use base64::Engine;
 use prom_mtls_webhook::admission::review;
 use prom_mtls_webhook::mutation::{Kind, MutationConfig, Operation};
 use prom_mtls_webhook::preview::{PreviewOutput, preview};
@@ -31,12 +30,7 @@ use serde_json::Value;
 
 fn regressions(extension: &str) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|e| e == extension))
-        .collect();
-    files.sort();
+    let files = support::files_with_extension(&dir, extension);
     assert!(!files.is_empty(), "no *.{extension} in {}", dir.display());
     files
 }
@@ -59,15 +53,8 @@ fn reviews_are_answered_and_their_patches_apply() {
 
         let request: Value = serde_json::from_slice(&body).unwrap();
         let object = &request["request"]["object"];
-        let Some(encoded) = response["patch"].as_str() else {
-            continue;
-        };
-        let patch: json_patch::Patch = serde_json::from_slice(
-            &base64::engine::general_purpose::STANDARD
-                .decode(encoded)
-                .unwrap(),
-        )
-        .unwrap();
+        let patch: json_patch::Patch =
+            serde_json::from_value(support::decoded_patch(response)).unwrap();
         let patched = support::apply_checked(object, &patch, &config);
         let mut again = request.clone();
         again["request"]["object"] = patched;

@@ -3,9 +3,40 @@
 
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
 use json_patch::{Patch, PatchOperation};
 use prom_mtls_webhook::mutation::{Kind, Mutation, MutationConfig, Operation, mutate, view};
-use serde_json::Value;
+use serde_json::{Value, json};
+
+/// The files in `dir` whose name ends in `.<extension>`, sorted.
+pub fn files_with_extension(dir: &Path, extension: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == extension))
+        .collect();
+    files.sort();
+    files
+}
+
+/// An AdmissionReview response's patch, decoded from base64, or `[]`.
+pub fn decoded_patch(response: &Value) -> Value {
+    match response["patch"].as_str() {
+        Some(encoded) => {
+            assert_eq!(response["patchType"], "JSONPatch");
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .unwrap();
+            serde_json::from_slice(&bytes).unwrap()
+        }
+        None => {
+            assert!(response.get("patchType").is_none());
+            json!([])
+        }
+    }
+}
 
 /// The only existing values a patch may rewrite: the merged Istio
 /// annotations, the webhook's own status annotation, and `scheme: http`.
