@@ -197,3 +197,154 @@ async fn an_idle_http2_connection_gets_goaway_and_the_drain_completes() {
         .expect("the drain completes once the HTTP/2 connection is closed");
     drop(client);
 }
+
+/// What one load client saw.
+#[derive(Debug, Default)]
+struct LoadOutcome {
+    answered_before_signal: usize,
+    answered_after_signal: usize,
+    /// Requests that failed before the signal: must be none.
+    errors_before_signal: Vec<String>,
+    /// Failures after it: refused connections, and requests caught as their
+    /// connection closed. Never an HTTP answer other than 200.
+    errors_after_signal: usize,
+}
+
+/// Posts `review` back to back until a request fails after `signalled`
+/// is set, at most `limit` requests. Every answer must be a 200 carrying the
+/// review's uid.
+async fn load_client(
+    client: reqwest::Client,
+    url: String,
+    review: Vec<u8>,
+    uid: String,
+    signalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    limit: usize,
+) -> LoadOutcome {
+    use std::sync::atomic::Ordering;
+    let mut outcome = LoadOutcome::default();
+    for _ in 0..limit {
+        let after = signalled.load(Ordering::SeqCst);
+        let sent = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(review.clone())
+            .send()
+            .await;
+        let answer = match sent {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                response.bytes().await.map(|body| (status, body))
+            }
+            Err(error) => Err(error),
+        };
+        match answer {
+            Ok((status, body)) => {
+                assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+                let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(answer["response"]["uid"], uid.as_str());
+                if after {
+                    outcome.answered_after_signal += 1;
+                } else {
+                    outcome.answered_before_signal += 1;
+                }
+            }
+            Err(error) if signalled.load(Ordering::SeqCst) => {
+                let _ = error;
+                outcome.errors_after_signal += 1;
+                return outcome;
+            }
+            Err(error) => outcome.errors_before_signal.push(format!("{error:?}")),
+        }
+    }
+    outcome
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_answers_every_review_it_took_and_exits_0() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut process, ca) = spawn(&dir, "10s");
+    let fixture = common::fixture("pod-create-1");
+    let review = serde_json::to_vec(&fixture).unwrap();
+    let uid = fixture["request"]["uid"].as_str().unwrap().to_owned();
+    let url = format!(
+        "https://localhost:{}/mutate?timeout=10s",
+        process.webhook_addr.port()
+    );
+    let signalled = Arc::new(AtomicBool::new(false));
+
+    // 16 clients with a connection each, as in the load benchmark; half of
+    // them HTTP/1.1, half HTTP/2. Bounded: 5,000 requests per client.
+    let clients: Vec<_> = (0..16)
+        .map(|i| {
+            let http = if i % 2 == 0 {
+                common::Http::V1
+            } else {
+                common::Http::V2
+            };
+            tokio::spawn(load_client(
+                common::https_client(&ca, http),
+                url.clone(),
+                review.clone(),
+                uid.clone(),
+                signalled.clone(),
+                5_000,
+            ))
+        })
+        .collect();
+
+    // Under load: reviews are being answered.
+    common::eventually(Duration::from_secs(20), "200 reviews answered", || async {
+        let text = common::plain_client()
+            .get(process.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        common::Metrics::parse(&text).value(
+            "prom_mtls_webhook_reviews_total",
+            &[
+                ("kind", "Pod"),
+                ("operation", "CREATE"),
+                ("outcome", "patched"),
+            ],
+        ) >= 200.0
+    })
+    .await;
+
+    let started = Instant::now();
+    signalled.store(true, Ordering::SeqCst);
+    process.signal("TERM");
+    let status = process.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "exit status {status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "within the drain timeout"
+    );
+    process.wait_for_log("drained", Duration::from_secs(1));
+
+    // Every client stops soon after: its connection was closed, not left hanging.
+    let mut answered = 0;
+    for client in clients {
+        let outcome = tokio::time::timeout(Duration::from_secs(10), client)
+            .await
+            .expect("a client was left hanging after the server exited")
+            .unwrap();
+        assert!(
+            outcome.errors_before_signal.is_empty(),
+            "failures under load before the signal: {:?}",
+            outcome.errors_before_signal
+        );
+        assert!(
+            outcome.errors_after_signal <= 1,
+            "each client stops at its first failure"
+        );
+        answered += outcome.answered_before_signal + outcome.answered_after_signal;
+    }
+    assert!(answered >= 200, "{answered} reviews answered");
+}
