@@ -99,7 +99,12 @@ fi
 [[ -x "$webhook_bin" ]] || die "no webhook binary at $webhook_bin (drop --no-build)"
 [[ -x "$floor_bin" ]] || die "no floor binary at $floor_bin (drop --no-build)"
 
-busy="$(pgrep -x 'rustc|cargo|cc1|ld|cc|c++' | wc -l || true)"
+# One name at a time: pgrep -x matches at most 15 characters of a pattern,
+# so an alternation of them all would silently never match.
+busy=0
+for compiler in rustc cargo cc1 ld cc c++; do
+  busy=$((busy + $(pgrep -c -x "$compiler" || true)))
+done
 if [[ "$busy" -gt 0 ]]; then
   say "WARNING: $busy compiler process(es) running: figures will be skewed; re-run when quiet"
 fi

@@ -39,6 +39,8 @@ impl Signals {
                 signal = name,
                 code, "second signal: exiting without waiting for the drain"
             );
+            // `exit` runs no destructors: write the buffered log lines first.
+            crate::logging::flush_before_exit();
             std::process::exit(code);
         });
     }
