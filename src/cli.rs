@@ -94,6 +94,13 @@ pub struct ServeArgs {
     #[arg(long, env = "PROM_MTLS_WEBHOOK_DRAIN_TIMEOUT", value_name = "DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
 
+    /// After SIGTERM/SIGINT, how long to keep accepting connections while
+    /// not ready, before the drain: time for the endpoints controller and
+    /// kube-proxy to stop sending new connections here. Every connection is
+    /// closed after its current review meanwhile. 0: close the listener at once.
+    #[arg(long, env = "PROM_MTLS_WEBHOOK_SHUTDOWN_DELAY", value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub shutdown_delay: Duration,
+
     /// Log line format.
     #[arg(long, env = "PROM_MTLS_WEBHOOK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -71,6 +71,8 @@ pub struct Timeouts {
     pub request: Duration,
     pub tls_handshake: Duration,
     pub drain: Duration,
+    /// Between the signal and the drain: still accepting, not ready.
+    pub shutdown_delay: Duration,
 }
 
 impl Default for Timeouts {
@@ -80,6 +82,7 @@ impl Default for Timeouts {
             request: Duration::from_secs(10),
             tls_handshake: Duration::from_secs(5),
             drain: Duration::from_secs(15),
+            shutdown_delay: Duration::ZERO,
         }
     }
 }
@@ -173,6 +176,7 @@ impl ServeConfig {
             tls_handshake: nonzero("--tls-handshake-timeout", args.tls_handshake_timeout)?,
             // Zero is allowed: exit as soon as the listener is closed.
             drain: args.drain_timeout,
+            shutdown_delay: args.shutdown_delay,
         };
 
         let ordering = if ordering_enabled(args.ordering_check, in_cluster) {

@@ -802,16 +802,23 @@ fn priority_class_is_optional() {
 }
 
 #[test]
-fn termination_grace_period_exceeds_the_drain_timeout() {
+fn termination_grace_period_exceeds_the_shutdown_delay_and_the_drain_timeout() {
     let r = default_rendering();
+    assert_eq!(r.arg("shutdown-delay").as_deref(), Some("5s"));
     assert_eq!(r.arg("drain-timeout").as_deref(), Some("15s"));
-    assert_eq!(r.pod_spec()["terminationGracePeriodSeconds"], 30);
+    assert_eq!(r.pod_spec()["terminationGracePeriodSeconds"], 35);
     let longer = Rendering::of(&["--set", "drainTimeoutSeconds=40"]);
     assert_eq!(longer.arg("drain-timeout").as_deref(), Some("40s"));
-    assert_eq!(longer.pod_spec()["terminationGracePeriodSeconds"], 55);
-    let out = helm_template(&["--set", "terminationGracePeriodSeconds=15"]);
+    assert_eq!(longer.pod_spec()["terminationGracePeriodSeconds"], 60);
+    let no_delay = Rendering::of(&["--set", "shutdownDelaySeconds=0"]);
+    assert_eq!(no_delay.arg("shutdown-delay").as_deref(), Some("0s"));
+    assert_eq!(no_delay.pod_spec()["terminationGracePeriodSeconds"], 30);
+    let out = helm_template(&["--set", "terminationGracePeriodSeconds=20"]);
     assert!(
-        !out.success && out.stderr.contains("must exceed drainTimeoutSeconds"),
+        !out.success
+            && out
+                .stderr
+                .contains("must exceed shutdownDelaySeconds + drainTimeoutSeconds (5 + 15)"),
         "{}",
         out.stderr
     );

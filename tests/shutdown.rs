@@ -348,3 +348,119 @@ async fn sigterm_under_load_answers_every_review_it_took_and_exits_0() {
     }
     assert!(answered >= 200, "{answered} reviews answered");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_the_shutdown_delay_new_connections_get_one_review_each_then_the_listener_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = dev_args(&dir, "10s");
+    args.extend(["--shutdown-delay".to_owned(), "3s".to_owned()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut process = ServeProcess::spawn(&args, &[]);
+    let ca = std::fs::read_to_string(dir.path().join("ca.crt")).unwrap();
+    let fixture = common::fixture("pod-create-1");
+    let review = serde_json::to_vec(&fixture).unwrap();
+    let uid = &fixture["request"]["uid"];
+
+    // A keep-alive connection from before the signal.
+    let mut idle = common::raw_tls(process.webhook_addr, &ca).await;
+    common::send(&mut idle, request_head(review.len()).as_bytes()).await;
+    common::send(&mut idle, &review).await;
+    assert_eq!(common::read_response(&mut idle).await.0, 200);
+
+    let signalled = Instant::now();
+    process.signal("TERM");
+    common::eventually(Duration::from_secs(2), "/readyz turns 503", || async {
+        readyz(&process).await == Some(503)
+    })
+    .await;
+    process.wait_for_log("shutting down: not ready", Duration::from_secs(2));
+
+    // The old connection is closed at once, not at the end of the delay.
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(2), idle.read(&mut byte))
+        .await
+        .expect("the keep-alive connection is closed during the delay");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "expected EOF, read {read:?}"
+    );
+
+    // A new HTTP/1.1 connection is still accepted and answered, once.
+    let mut late = common::raw_tls(process.webhook_addr, &ca).await;
+    common::send(&mut late, request_head(review.len()).as_bytes()).await;
+    common::send(&mut late, &review).await;
+    let (status, head, body) = common::read_response(&mut late).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(&answer["response"]["uid"], uid);
+    let read = tokio::time::timeout(Duration::from_secs(2), late.read(&mut byte))
+        .await
+        .unwrap();
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "expected EOF, read {read:?}"
+    );
+
+    // So is a new HTTP/2 connection, which then gets a GOAWAY: the server
+    // holds no connection open any more while the delay still runs.
+    let h2 = common::https_client(&ca, common::Http::V2);
+    let url = format!(
+        "https://localhost:{}/mutate?timeout=10s",
+        process.webhook_addr.port()
+    );
+    let response = h2
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(review.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(&answer["response"]["uid"], uid);
+    common::eventually(
+        Duration::from_secs(2),
+        "every connection closed",
+        || async {
+            let text = common::plain_client()
+                .get(process.admin_url("/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            common::Metrics::parse(&text).value("prom_mtls_webhook_connections", &[]) == 0.0
+        },
+    )
+    .await;
+    assert!(
+        signalled.elapsed() < Duration::from_secs(3),
+        "all of the above happened within the delay; make the delay longer if this machine is slow"
+    );
+
+    // After the delay the listener closes and the process exits.
+    common::eventually(
+        Duration::from_secs(5),
+        "the webhook port refuses",
+        || async {
+            tokio::net::TcpStream::connect(process.webhook_addr)
+                .await
+                .is_err()
+        },
+    )
+    .await;
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(3),
+        "refused before the delay ended"
+    );
+    let status = process.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "exit status {status:?}");
+    process.wait_for_log("drained", Duration::from_secs(1));
+    drop(h2);
+}

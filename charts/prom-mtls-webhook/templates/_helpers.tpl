@@ -116,13 +116,14 @@ comparison ("lt") is the same byte order the API server sorts with.
 {{- end }}
 
 {{- define "prom-mtls-webhook.terminationGracePeriodSeconds" -}}
+{{- $delay := int .Values.shutdownDelaySeconds }}
 {{- $drain := int .Values.drainTimeoutSeconds }}
-{{- $grace := add $drain 15 }}
+{{- $grace := add $delay $drain 15 }}
 {{- if ne (toString .Values.terminationGracePeriodSeconds) "" }}
 {{- $grace = int .Values.terminationGracePeriodSeconds }}
 {{- end }}
-{{- if le $grace $drain }}
-{{- fail (printf "terminationGracePeriodSeconds (%d) must exceed drainTimeoutSeconds (%d), or the kubelet kills the webhook mid-drain" $grace $drain) }}
+{{- if le $grace (add $delay $drain) }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must exceed shutdownDelaySeconds + drainTimeoutSeconds (%d + %d), or the kubelet kills the webhook mid-drain" $grace $delay $drain) }}
 {{- end }}
 {{- $grace }}
 {{- end }}
