@@ -31,9 +31,17 @@ enum Keep {
     Fields(&'static [(&'static str, Keep)]),
     /// A list, each item kept as said.
     Items(&'static Keep),
+    /// A mapping with all of its keys but these.
+    AllBut(&'static [&'static str]),
 }
 
-use Keep::{All, Fields, Items};
+use Keep::{All, AllBut, Fields, Items};
+
+/// Annotations: every key may matter (the webhook's own prefix is
+/// configurable), except `kubectl apply`'s copy of the whole object, which
+/// no rule reads and which is often the largest string in the request: as
+/// long as the object itself, JSON-escaped twice.
+const ANNOTATIONS: Keep = AllBut(&["kubectl.kubernetes.io/last-applied-configuration"]);
 
 /// `metadata`: names for warnings, labels and annotations for the rules.
 const METADATA: Keep = Fields(&[
@@ -41,7 +49,7 @@ const METADATA: Keep = Fields(&[
     ("generateName", All),
     ("namespace", All),
     ("labels", All),
-    ("annotations", All),
+    ("annotations", ANNOTATIONS),
 ]);
 const NAMED: Keep = Fields(&[("name", All)]);
 const MOUNT: Keep = Fields(&[("name", All), ("mountPath", All)]);
@@ -76,7 +84,7 @@ const PROMETHEUS: Keep = Fields(&[
     (
         "spec",
         Fields(&[
-            ("podMetadata", Fields(&[("annotations", All)])),
+            ("podMetadata", Fields(&[("annotations", ANNOTATIONS)])),
             ("volumes", Items(&NAMED)),
             ("volumeMounts", Items(&MOUNT)),
             ("scrapeClasses", Items(&NAMED)),
@@ -201,6 +209,7 @@ impl<'de> Visitor<'de> for KeepVisitor {
                     .iter()
                     .find(|(name, _)| *name == key)
                     .map(|(_, keep)| keep),
+                AllBut(skipped) => (!skipped.contains(&key.as_ref())).then_some(&All),
                 _ => Some(&All),
             };
             match keep {
@@ -283,6 +292,25 @@ mod tests {
             view,
             json!({"spec": {"endpoints": ["http", 3, null, {"port": "web"}]}})
         );
+    }
+
+    #[test]
+    fn keeps_every_annotation_but_the_last_applied_configuration() {
+        let last_applied = "kubectl.kubernetes.io/last-applied-configuration";
+        let annotations = json!({"a": "1", last_applied: "{\"kind\":\"Pod\"}", "b": {"odd": true}});
+        let pod = json!({"metadata": {"annotations": annotations}});
+        assert_eq!(
+            parse(Kind::Pod, &pod.to_string()).unwrap(),
+            json!({"metadata": {"annotations": {"a": "1", "b": {"odd": true}}}})
+        );
+        let prometheus = json!({"spec": {"podMetadata": {"annotations": annotations}}});
+        assert_eq!(
+            parse(Kind::Prometheus, &prometheus.to_string()).unwrap(),
+            json!({"spec": {"podMetadata": {"annotations": {"a": "1", "b": {"odd": true}}}}})
+        );
+        // Annotations of the wrong type are kept whole, as any other field.
+        let odd = json!({"metadata": {"annotations": [last_applied]}});
+        assert_eq!(parse(Kind::Pod, &odd.to_string()).unwrap(), odd);
     }
 
     #[test]
