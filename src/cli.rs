@@ -106,6 +106,8 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
 
     /// Log filter, in tracing's EnvFilter syntax (`info`, `warn,prom_mtls_webhook=debug`).
+    /// rustls logs errors only unless the filter names it (`debug,rustls=debug`):
+    /// its warnings are about what peers send, one per handshake.
     #[arg(
         long,
         env = "PROM_MTLS_WEBHOOK_LOG_LEVEL",

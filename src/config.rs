@@ -228,8 +228,20 @@ impl LogConfig {
         })?;
         Ok(Self {
             format: args.log_format,
-            filter: args.log_level.clone(),
+            filter: with_quiet_rustls(&args.log_level),
         })
+    }
+}
+
+/// rustls warns about what a peer sent (an IP address as SNI, which wrk and
+/// OpenSSL send, an unknown extension): any client could then add a WARN
+/// line per handshake to the logs. Its messages are kept to errors unless
+/// the filter names rustls itself (`debug,rustls=debug`).
+fn with_quiet_rustls(filter: &str) -> String {
+    if filter.contains("rustls") {
+        filter.to_owned()
+    } else {
+        format!("{filter},rustls=error")
     }
 }
 
@@ -357,6 +369,20 @@ mod tests {
             .unwrap();
         assert_eq!(ordering.webhook_config_name, DEFAULT_WEBHOOK_CONFIG_NAME);
         assert_eq!(ordering.interval, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn rustls_logs_errors_only_unless_the_filter_names_it() {
+        assert_eq!(with_quiet_rustls("info"), "info,rustls=error");
+        assert_eq!(
+            with_quiet_rustls("warn,prom_mtls_webhook=debug"),
+            "warn,prom_mtls_webhook=debug,rustls=error"
+        );
+        assert_eq!(
+            with_quiet_rustls("debug,rustls=debug"),
+            "debug,rustls=debug"
+        );
+        EnvFilter::try_new(with_quiet_rustls("info")).unwrap();
     }
 
     #[test]

@@ -431,3 +431,72 @@ current-context: here
     process.signal("TERM");
     assert_eq!(process.wait_exit(Duration::from_secs(10)).code(), Some(0));
 }
+
+/// What a client sends can make rustls warn: an IP address as SNI, as wrk
+/// and OpenSSL send it, is one WARN line per handshake. Such lines stay out
+/// of the logs unless the filter asks for rustls by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_cannot_add_rustls_warnings_to_the_logs_unless_asked_for() {
+    async fn rustls_lines(log_level: &str) -> Vec<serde_json::Value> {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.crt");
+        let mut process = common::ServeProcess::spawn(
+            &[
+                "--dev",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--dev-ca-out",
+                ca.to_str().unwrap(),
+                "--log-level",
+                log_level,
+            ],
+            &[],
+        );
+        let port = process.webhook_addr.port();
+        let handshake = Command::new("openssl")
+            .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+            .args(["-servername", "127.0.0.1", "-CAfile", ca.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .output()
+            .expect("openssl (installed by .ci/run)");
+        assert!(
+            String::from_utf8_lossy(&handshake.stdout).contains("Verify return code: 0"),
+            "{}",
+            String::from_utf8_lossy(&handshake.stderr)
+        );
+        // A review after the handshake: its log line comes after any line
+        // the handshake caused.
+        let client = common::https_client(&std::fs::read_to_string(&ca).unwrap(), common::Http::V1);
+        let response = client
+            .post(format!("https://localhost:{port}/mutate"))
+            .json(&common::fixture("servicemonitor-create-1"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        process.wait_for_log("review", Duration::from_secs(10));
+        process.signal("TERM");
+        assert_eq!(process.wait_exit(Duration::from_secs(10)).code(), Some(0));
+        process
+            .seen
+            .iter()
+            .filter(|line| {
+                line["target"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("rustls"))
+            })
+            .cloned()
+            .collect()
+    }
+
+    let asked = rustls_lines("info,rustls=warn").await;
+    assert!(
+        asked.iter().any(|line| line["level"] == "WARN"
+            && line["message"].as_str().unwrap_or("").contains("SNI")),
+        "with rustls=warn the IP-address SNI is warned about: {asked:#?}"
+    );
+    let default = rustls_lines("info").await;
+    assert!(default.is_empty(), "{default:#?}");
+}
