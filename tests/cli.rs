@@ -391,30 +391,13 @@ current-context: here
     )
     .unwrap();
     let ca = dir.path().join("ca.crt");
-    let mut process = common::ServeProcess::spawn(
-        &[
-            "--dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--dev-ca-out",
-            ca.to_str().unwrap(),
-            "--ordering-check",
-            "on",
-        ],
+    let mut process = common::ServeProcess::spawn_dev(
+        &ca,
+        &["--ordering-check", "on"],
         &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
     );
     process.wait_for_log("ordering check: cannot list", Duration::from_secs(20));
-    let metrics = common::plain_client()
-        .get(process.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let metrics = common::Metrics::parse(&metrics);
+    let metrics = process.metrics().await;
     assert_eq!(
         metrics.value(
             "prom_mtls_webhook_ordering_check_result",
@@ -440,20 +423,7 @@ async fn a_peer_cannot_add_rustls_warnings_to_the_logs_unless_asked_for() {
     async fn rustls_lines(log_level: &str) -> Vec<serde_json::Value> {
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("ca.crt");
-        let mut process = common::ServeProcess::spawn(
-            &[
-                "--dev",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--dev-ca-out",
-                ca.to_str().unwrap(),
-                "--log-level",
-                log_level,
-            ],
-            &[],
-        );
+        let mut process = common::ServeProcess::spawn_dev(&ca, &["--log-level", log_level], &[]);
         let port = process.webhook_addr.port();
         let handshake = Command::new("openssl")
             .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])

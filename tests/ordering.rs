@@ -184,16 +184,9 @@ current-context: test
 }
 
 fn spawn_webhook(dir: &tempfile::TempDir, kubeconfig: &str, ours: &str) -> ServeProcess {
-    let ca = dir.path().join("ca.crt");
-    ServeProcess::spawn(
+    ServeProcess::spawn_dev(
+        &dir.path().join("ca.crt"),
         &[
-            "--dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--dev-ca-out",
-            ca.to_str().unwrap(),
             "--ordering-check",
             "on",
             "--ordering-check-interval",
@@ -205,23 +198,11 @@ fn spawn_webhook(dir: &tempfile::TempDir, kubeconfig: &str, ours: &str) -> Serve
     )
 }
 
-async fn metrics(process: &ServeProcess) -> common::Metrics {
-    let text = common::plain_client()
-        .get(process.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    common::Metrics::parse(&text)
-}
-
 /// Waits until the last check's result is `result`.
 async fn wait_for_result(process: &ServeProcess, result: &str) -> common::Metrics {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let metrics = metrics(process).await;
+        let metrics = process.metrics().await;
         if metrics.value(
             "prom_mtls_webhook_ordering_check_result",
             &[("result", result)],

@@ -16,26 +16,10 @@ use std::time::{Duration, Instant};
 use common::ServeProcess;
 use tokio::io::AsyncReadExt as _;
 
-fn dev_args(dir: &tempfile::TempDir, drain: &str) -> Vec<String> {
-    vec![
-        "--dev".into(),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--admin-listen".into(),
-        "127.0.0.1:0".into(),
-        "--dev-ca-out".into(),
-        dir.path().join("ca.crt").display().to_string(),
-        "--drain-timeout".into(),
-        drain.into(),
-    ]
-}
-
 fn spawn(dir: &tempfile::TempDir, drain: &str) -> (ServeProcess, String) {
-    let args = dev_args(dir, drain);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let process = ServeProcess::spawn(&args, &[]);
-    let ca = std::fs::read_to_string(dir.path().join("ca.crt")).unwrap();
-    (process, ca)
+    let ca = dir.path().join("ca.crt");
+    let process = ServeProcess::spawn_dev(&ca, &["--drain-timeout", drain], &[]);
+    (process, std::fs::read_to_string(ca).unwrap())
 }
 
 fn request_head(body_len: usize) -> String {
@@ -85,16 +69,7 @@ async fn sigterm_drains_in_flight_reviews_closes_idle_connections_and_exits_0() 
     })
     .await;
     // The listener is closed: new connections are refused.
-    common::eventually(
-        Duration::from_secs(5),
-        "the webhook port refuses",
-        || async {
-            tokio::net::TcpStream::connect(process.webhook_addr)
-                .await
-                .is_err()
-        },
-    )
-    .await;
+    process.wait_until_refused(Duration::from_secs(5)).await;
 
     // The idle keep-alive connection is closed by the server.
     let mut byte = [0u8; 1];
@@ -298,15 +273,7 @@ async fn sigterm_under_load_answers_every_review_it_took_and_exits_0() {
 
     // Under load: reviews are being answered.
     common::eventually(Duration::from_secs(20), "200 reviews answered", || async {
-        let text = common::plain_client()
-            .get(process.admin_url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        common::Metrics::parse(&text).value(
+        process.metrics().await.value(
             "prom_mtls_webhook_reviews_total",
             &[
                 ("kind", "Pod"),
@@ -352,10 +319,11 @@ async fn sigterm_under_load_answers_every_review_it_took_and_exits_0() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn during_the_shutdown_delay_new_connections_get_one_review_each_then_the_listener_closes() {
     let dir = tempfile::tempdir().unwrap();
-    let mut args = dev_args(&dir, "10s");
-    args.extend(["--shutdown-delay".to_owned(), "3s".to_owned()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut process = ServeProcess::spawn(&args, &[]);
+    let mut process = ServeProcess::spawn_dev(
+        &dir.path().join("ca.crt"),
+        &["--drain-timeout", "10s", "--shutdown-delay", "3s"],
+        &[],
+    );
     let ca = std::fs::read_to_string(dir.path().join("ca.crt")).unwrap();
     let fixture = common::fixture("pod-create-1");
     let review = serde_json::to_vec(&fixture).unwrap();
@@ -427,15 +395,11 @@ async fn during_the_shutdown_delay_new_connections_get_one_review_each_then_the_
         Duration::from_secs(2),
         "every connection closed",
         || async {
-            let text = common::plain_client()
-                .get(process.admin_url("/metrics"))
-                .send()
+            process
+                .metrics()
                 .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            common::Metrics::parse(&text).value("prom_mtls_webhook_connections", &[]) == 0.0
+                .value("prom_mtls_webhook_connections", &[])
+                == 0.0
         },
     )
     .await;
@@ -445,16 +409,7 @@ async fn during_the_shutdown_delay_new_connections_get_one_review_each_then_the_
     );
 
     // After the delay the listener closes and the process exits.
-    common::eventually(
-        Duration::from_secs(5),
-        "the webhook port refuses",
-        || async {
-            tokio::net::TcpStream::connect(process.webhook_addr)
-                .await
-                .is_err()
-        },
-    )
-    .await;
+    process.wait_until_refused(Duration::from_secs(5)).await;
     assert!(
         signalled.elapsed() >= Duration::from_secs(3),
         "refused before the delay ended"

@@ -525,6 +525,44 @@ impl ServeProcess {
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin_addr)
     }
+
+    /// `serve --dev` on 127.0.0.1 (kernel-picked ports), its CA written to
+    /// `ca`, plus `args`.
+    pub fn spawn_dev(ca: &Path, args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let ca = ca.to_str().unwrap();
+        let dev = [
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--dev-ca-out",
+            ca,
+        ];
+        Self::spawn(&[&dev[..], args].concat(), envs)
+    }
+
+    /// `/metrics`, parsed.
+    pub async fn metrics(&self) -> Metrics {
+        let text = plain_client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        Metrics::parse(&text)
+    }
+
+    /// Waits until the webhook port refuses connections (its listener closed).
+    pub async fn wait_until_refused(&self, timeout: Duration) {
+        let addr = self.webhook_addr;
+        eventually(timeout, "the webhook port refuses", || async move {
+            TcpStream::connect(addr).await.is_err()
+        })
+        .await;
+    }
 }
 
 impl Drop for ServeProcess {
