@@ -16,7 +16,8 @@
 # curl (HTTP 200; for the webhook, a JSONPatch answer echoing the uid); during
 # it, every non-2xx answer is counted. Reports, as a markdown table on stdout
 # (and in --out FILE): requests/s, p50, p99, peak RSS (VmHWM), the server's and
-# the load generator's CPU use, and webhook/floor throughput ratios; medians
+# the load generator's CPU use, how often the kernel preempted the server's
+# threads, and webhook/floor throughput ratios; medians
 # over the rounds (peak RSS: the highest).
 #
 # Load generator: wrk (Debian package `wrk`, installed with apt-get when
@@ -179,6 +180,12 @@ cpu_ticks() { # pid -> utime+stime in clock ticks
   awk '{print $14 + $15}' "/proc/$1/stat"
 }
 
+# Times the kernel took the CPU from one of the server's threads (summed
+# over its threads): on one CPU, each is a wait for every request in flight.
+preemptions() { # pid
+  cat "/proc/$1"/task/*/status 2>/dev/null | awk '/^nonvoluntary_ctxt_switches/ {n += $2} END {print n + 0}'
+}
+
 # Runs the load generator under `bash -c '...; times'` so that its own CPU
 # time is known: prints the generator's JSON line with cpu_s added.
 run_load() { # proto seconds log-file
@@ -206,10 +213,10 @@ measure() { # name proto round
   start_server "$name"
   sample_check "$name"
   run_load "$proto" "$warmup" "$run.warm"
-  local t0 t1 start end
-  t0="$(cpu_ticks "$server_pid")"; start="$(date +%s.%N)"
+  local t0 t1 start end pre0 pre1
+  t0="$(cpu_ticks "$server_pid")"; pre0="$(preemptions "$server_pid")"; start="$(date +%s.%N)"
   run_load "$proto" "$duration" "$run.measured"
-  t1="$(cpu_ticks "$server_pid")"; end="$(date +%s.%N)"
+  t1="$(cpu_ticks "$server_pid")"; pre1="$(preemptions "$server_pid")"; end="$(date +%s.%N)"
   local hwm log_lines=""
   hwm="$(awk '/^VmHWM:/ {print $2}' "/proc/$server_pid/status")"
   stop_server
@@ -219,7 +226,7 @@ measure() { # name proto round
   rm -f "$work/$name.log"
   python3 "$summarize" record --name "$name" --proto "$proto" --round "$round" \
     --load "$run.measured" --warm "$run.warm" --hwm-kib "$hwm" \
-    --server-ticks "$((t1 - t0))" --clk-tck "$(getconf CLK_TCK)" \
+    --server-ticks "$((t1 - t0))" --clk-tck "$(getconf CLK_TCK)" --preempted "$((pre1 - pre0))" \
     --wall "$(python3 -c "print($end - $start)")" --log-lines "${log_lines:-}" >>"$results"
   tail -n1 "$results" | python3 "$summarize" line >&2
 }

@@ -90,6 +90,7 @@ def record(args):
         "hwm_kib": int(args.hwm_kib),
         "server_cpu": int(args.server_ticks) / int(args.clk_tck) / wall,
         "load_cpu": load.get("load_cpu_s", 0) / (load["duration_us"] / 1e6),
+        "preempted_per_s": int(args.preempted or 0) / wall,
     }
     if args.log_lines:
         out["log_lines"] = int(args.log_lines)
@@ -101,7 +102,8 @@ def line():
     extra = f", {r['log_lines']} review log lines" if "log_lines" in r else ""
     print(f"bench-load: round {r['round']} {r['name']} ({r['proto']}): {r['rps']:,.0f} req/s, "
           f"p50 {r['p50_us']} us, p99 {r['p99_us']} us, VmHWM {r['hwm_kib'] / 1024:.1f} MiB, "
-          f"server CPU {r['server_cpu']:.0%}, load CPU {r['load_cpu']:.0%}, non-2xx {r['non_2xx']}, "
+          f"server CPU {r['server_cpu']:.0%}, load CPU {r['load_cpu']:.0%}, "
+          f"server preempted {r.get('preempted_per_s', 0):,.0f}/s, non-2xx {r['non_2xx']}, "
           f"socket errors {r['socket_errors']}{extra}")
 
 
@@ -117,8 +119,8 @@ def table(args):
         f"connections, POST pod-create-1.json, {args.duration} s measured after a warm-up; "
         f"median of {args.rounds} round(s) (peak RSS: highest). Machine: {args.machine}.",
         "",
-        "| server | HTTP | requests/s | p50 | p99 | p99.9 | peak RSS (VmHWM) | server CPU | server CPU per request | load-gen CPU | non-2xx | / floor |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | HTTP | requests/s | p50 | p99 | p99.9 | peak RSS (VmHWM) | server CPU | server CPU per request | server preempted | load-gen CPU | non-2xx | / floor |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     order = {"floor": 0, "webhook-info": 1, "webhook-warn": 2}
     for (proto, name), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 9))):
@@ -132,7 +134,8 @@ def table(args):
             f"| {label} | {'1.1 (wrk)' if proto == 'h1' else '2 (h2load)'} | {rps:,.0f} | "
             f"{med('p50_us') / 1000:.3f} ms | {med('p99_us') / 1000:.3f} ms | {med('p999_us') / 1000:.3f} ms | "
             f"{max(x['hwm_kib'] for x in rs) / 1024:.1f} MiB | {med('server_cpu'):.0%} | "
-            f"{statistics.median(x['server_cpu'] / x['rps'] * 1e6 for x in rs):.1f} µs | {med('load_cpu'):.0%} | "
+            f"{statistics.median(x['server_cpu'] / x['rps'] * 1e6 for x in rs):.1f} µs | "
+            f"{statistics.median(x.get('preempted_per_s', 0) for x in rs):,.0f}/s | {med('load_cpu'):.0%} | "
             f"{sum(x['non_2xx'] + x['socket_errors'] for x in rs)} | {ratio} |")
     if args.busy and int(args.busy) > 0:
         out += ["", "**Warning: compilers were running during the run; figures are skewed.**"]
@@ -169,7 +172,7 @@ def main():
         p = argparse.ArgumentParser(prog=f"summarize.py {cmd}")
         if cmd == "record":
             for flag in ("name", "proto", "round", "load", "warm", "hwm-kib", "server-ticks",
-                         "clk-tck", "wall", "log-lines"):
+                         "clk-tck", "wall", "log-lines", "preempted"):
                 p.add_argument(f"--{flag}", default="")
             record(p.parse_args(sys.argv[2:]))
         else:
