@@ -410,11 +410,12 @@ impl Connections {
             (false, true) => &self.http1_closing,
         };
         // Set once a closing connection has its answer: then HTTP/2 gets its
-        // GOAWAY (HTTP/1 closes by itself, without keep-alive).
-        let answered = Arc::new(Notify::new());
+        // GOAWAY (HTTP/1 closes by itself, without keep-alive). Only closing
+        // connections have one.
+        let answered: Option<Arc<Notify>> = closing.then(Arc::default);
         let reviews = self.reviews.clone();
         let router = self.router.clone();
-        let notify = closing.then(|| answered.clone());
+        let notify = answered.clone();
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let reviews = reviews.clone();
             let router = router.clone();
@@ -443,6 +444,7 @@ impl Connections {
         let result = match lifetime {
             Lifetime::Watched(watcher) => watcher.watch(connection).await,
             Lifetime::Closing(mut stop) => {
+                let answered = answered.unwrap_or_default();
                 tokio::pin!(connection);
                 tokio::select! {
                     result = connection.as_mut() => result,
