@@ -27,8 +27,7 @@ use base64::Engine as _;
 use common::ServeProcess;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prom_mtls_webhook::certs::Authority;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use prom_mtls_webhook::tls;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tower::ServiceExt as _;
@@ -108,27 +107,13 @@ async fn list(State(state): State<Shared>, headers: HeaderMap) -> impl IntoRespo
 /// CA; returns the port and the CA's PEM.
 async fn start_api_server(state: Shared) -> (u16, String) {
     common::install_provider();
+    // A pair for localhost and 127.0.0.1, served as the webhook serves its own.
     let authority = Authority::new(1).unwrap();
-    let pair = authority
-        .issue(
-            &["localhost".to_owned()],
-            &["127.0.0.1".parse().unwrap()],
-            1,
-        )
-        .unwrap();
-    let chain = CertificateDer::pem_slice_iter(pair.cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_slice(pair.key_pem.as_bytes()).unwrap();
-    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .unwrap();
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let pair = common::issue(&authority);
+    let provider = tls::provider();
+    let serving =
+        tls::parse_pair(pair.cert_pem.as_bytes(), pair.key_pem.as_bytes(), &provider).unwrap();
+    let tls = tls::server_config(Arc::new(tls::CertResolver::new(serving.key)), provider).unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
 
     let router = axum::Router::new()
@@ -200,23 +185,19 @@ fn spawn_webhook(dir: &tempfile::TempDir, kubeconfig: &str, ours: &str) -> Serve
 
 /// Waits until the last check's result is `result`.
 async fn wait_for_result(process: &ServeProcess, result: &str) -> common::Metrics {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let metrics = process.metrics().await;
-        if metrics.value(
+    let reported = |metrics: &common::Metrics| {
+        metrics.value(
             "prom_mtls_webhook_ordering_check_result",
             &[("result", result)],
         ) == 1.0
-        {
-            return metrics;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the ordering check never reported {result:?}:\n{}",
-            metrics.text
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    };
+    common::eventually(
+        Duration::from_secs(20),
+        &format!("the ordering check reports {result:?}"),
+        || async { reported(&process.metrics().await) },
+    )
+    .await;
+    process.metrics().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

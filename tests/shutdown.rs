@@ -224,8 +224,7 @@ async fn load_client(
                     outcome.answered_before_signal += 1;
                 }
             }
-            Err(error) if signalled.load(Ordering::SeqCst) => {
-                let _ = error;
+            Err(_) if signalled.load(Ordering::SeqCst) => {
                 outcome.errors_after_signal += 1;
                 return outcome;
             }
