@@ -1,5 +1,5 @@
 //! Criterion benchmarks of the pure core, on the AdmissionReviews captured
-//! from a real kube-apiserver (`../shared/fixtures/admission/`).
+//! from a real kube-apiserver (`tests/fixtures/admission/`).
 //!
 //! - `mutate/<Kind>`: [`mutate`] of each kind's object, already parsed
 //!   (the mutation rules alone: no JSON parse, no response);
@@ -30,7 +30,7 @@ use prom_mtls_webhook::mutation::{Kind, MutationConfig, Operation, Outcome, muta
 use serde_json::Value;
 
 fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/admission")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission")
 }
 
 fn read_fixture(name: &str) -> Vec<u8> {
@@ -82,10 +82,10 @@ fn bench_mutate(c: &mut Criterion) {
         ("ServiceMonitor", "servicemonitor-create-1"),
     ] {
         let (kind, operation, object) = object_of(&read_fixture(fixture));
-        let first = mutate(kind, operation, &object, &config);
+        let first = mutate(kind, operation, &object, &config, rules());
         assert_eq!(first.outcome, Outcome::Patched, "{fixture} is not patched");
         group.bench_function(label, |b| {
-            b.iter(|| mutate(kind, operation, black_box(&object), &config));
+            b.iter(|| mutate(kind, operation, black_box(&object), &config, rules()));
         });
     }
 
@@ -93,21 +93,21 @@ fn bench_mutate(c: &mut Criterion) {
     // with a warning. The same object scraping an application port is patched.
     let (kind, operation, object) = object_of(&read_fixture("podmonitor-create-1"));
     assert_eq!(
-        mutate(kind, operation, &object, &config).outcome,
+        mutate(kind, operation, &object, &config, rules()).outcome,
         Outcome::Unchanged
     );
     group.bench_function("PodMonitor/envoy-endpoint-unchanged", |b| {
-        b.iter(|| mutate(kind, operation, black_box(&object), &config));
+        b.iter(|| mutate(kind, operation, black_box(&object), &config, rules()));
     });
     let mut app = object.clone();
     app["spec"]["podMetricsEndpoints"][0]["port"] = "http-metrics".into();
     app["spec"]["podMetricsEndpoints"][0]["path"] = "/metrics".into();
     assert_eq!(
-        mutate(kind, operation, &app, &config).outcome,
+        mutate(kind, operation, &app, &config, rules()).outcome,
         Outcome::Patched
     );
     group.bench_function("PodMonitor/app-endpoint-patched", |b| {
-        b.iter(|| mutate(kind, operation, black_box(&app), &config));
+        b.iter(|| mutate(kind, operation, black_box(&app), &config, rules()));
     });
     group.finish();
 }
@@ -116,10 +116,10 @@ fn bench_review(c: &mut Criterion) {
     let config = MutationConfig::default();
     let mut group = c.benchmark_group("review");
     for (name, body) in all_fixtures() {
-        review(&body, &config).unwrap_or_else(|e| panic!("{name}: {e}"));
+        review(&body, &config, rules()).unwrap_or_else(|e| panic!("{name}: {e}"));
         group.throughput(Throughput::Bytes(body.len() as u64));
         group.bench_function(&name, |b| {
-            b.iter(|| review(black_box(&body), &config).unwrap());
+            b.iter(|| review(black_box(&body), &config, rules()).unwrap());
         });
     }
     group.finish();
@@ -131,7 +131,7 @@ fn mutated_pod_review() -> Vec<u8> {
     let config = MutationConfig::default();
     let body = read_fixture("pod-create-1");
     let (kind, operation, mut object) = object_of(&body);
-    let first = mutate(kind, operation, &object, &config);
+    let first = mutate(kind, operation, &object, &config, rules());
     json_patch::patch(&mut object, &first.patch.0).unwrap();
     let mut review: Value = serde_json::from_slice(&body).unwrap();
     review["request"]["object"] = object;
@@ -142,7 +142,7 @@ fn bench_review_again(c: &mut Criterion) {
     let config = MutationConfig::default();
     let body = mutated_pod_review();
     let (kind, operation, object) = object_of(&body);
-    let again = mutate(kind, operation, &object, &config);
+    let again = mutate(kind, operation, &object, &config, rules());
     assert_eq!(
         again.outcome,
         Outcome::Unchanged,
@@ -153,13 +153,13 @@ fn bench_review_again(c: &mut Criterion) {
     let mut group = c.benchmark_group("review_again");
     group.throughput(Throughput::Bytes(body.len() as u64));
     group.bench_function("pod-create-1", |b| {
-        b.iter(|| review(black_box(&body), &config).unwrap());
+        b.iter(|| review(black_box(&body), &config, rules()).unwrap());
     });
     group.finish();
 
     let mut group = c.benchmark_group("mutate_again");
     group.bench_function("Pod", |b| {
-        b.iter(|| mutate(kind, operation, black_box(&object), &config));
+        b.iter(|| mutate(kind, operation, black_box(&object), &config, rules()));
     });
     group.finish();
 }
@@ -184,7 +184,7 @@ fn bench_parts(c: &mut Criterion) {
     group.bench_function("drop_value/pod-create-1", |b| {
         b.iter_batched(|| object.clone(), drop, BatchSize::SmallInput);
     });
-    let mutation = mutate(kind, operation, &object, &config);
+    let mutation = mutate(kind, operation, &object, &config, rules());
     group.bench_function("patch_to_json/pod-create-1", |b| {
         b.iter(|| serde_json::to_vec(black_box(&mutation.patch)).unwrap());
     });
@@ -200,3 +200,10 @@ criterion_group!(
     bench_parts
 );
 criterion_main!(benches);
+
+/// The scrape class's rules for a mesh taken as STRICT.
+fn rules() -> &'static serde_json::Value {
+    static RULES: std::sync::LazyLock<prom_mtls_webhook::mesh::Rendering> =
+        std::sync::LazyLock::new(prom_mtls_webhook::mesh::Rendering::assumed_strict);
+    &RULES.relabelings
+}

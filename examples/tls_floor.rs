@@ -51,7 +51,7 @@ fn args() -> Args {
     let mut key = None;
     let mut listen: SocketAddr = "127.0.0.1:9443".parse().unwrap();
     let mut response_for = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/admission/pod-create-1.json");
+        .join("tests/fixtures/admission/pod-create-1.json");
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -99,7 +99,7 @@ fn tls_config(args: &Args) -> ServerConfig {
 fn constant_response(path: &PathBuf) -> Bytes {
     let body = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let config = prom_mtls_webhook::mutation::MutationConfig::default();
-    let reviewed = prom_mtls_webhook::admission::review(&body, &config).unwrap();
+    let reviewed = prom_mtls_webhook::admission::review(&body, &config, rules()).unwrap();
     Bytes::from(reviewed.body)
 }
 
@@ -170,4 +170,11 @@ fn main() {
             });
         }
     });
+}
+
+/// The scrape class's rules for a mesh taken as STRICT.
+fn rules() -> &'static serde_json::Value {
+    static RULES: std::sync::LazyLock<prom_mtls_webhook::mesh::Rendering> =
+        std::sync::LazyLock::new(prom_mtls_webhook::mesh::Rendering::assumed_strict);
+    &RULES.relabelings
 }

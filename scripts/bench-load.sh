@@ -11,7 +11,7 @@
 #   webhook-warn  the same with --log-level warn (no per-review line)
 # the server is pinned to CPU 0 (`taskset -c 0`: one tokio worker), the load
 # generator to CPU 1; 16 keep-alive connections POST the real AdmissionReview
-# ../shared/fixtures/admission/pod-create-1.json to /mutate?timeout=10s for a
+# tests/fixtures/admission/pod-create-1.json to /mutate?timeout=10s for a
 # warm-up and then a measured run. Before the load, one response is sampled with
 # curl (HTTP 200; for the webhook, a JSONPatch answer echoing the uid); during
 # it, every non-2xx answer is counted. Reports, as a markdown table on stdout
@@ -55,7 +55,7 @@ done
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
-fixture="$repo/../shared/fixtures/admission/pod-create-1.json"
+fixture="$repo/tests/fixtures/admission/pod-create-1.json"
 lua="$repo/scripts/bench/wrk-post.lua"
 summarize="$repo/scripts/bench/summarize.py"
 target="x86_64-unknown-linux-gnu"

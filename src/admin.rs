@@ -1,8 +1,9 @@
 //! The admin server: plain HTTP on its own port, for the kubelet and Prometheus.
 //!
 //! - `/healthz`: 200 while the process runs (liveness).
-//! - `/readyz`: 200 only once a certificate is loaded and the TLS listener is
-//!   bound, 503 from the first instant of a shutdown (readiness).
+//! - `/readyz`: 200 only once a certificate is loaded, the TLS listener is
+//!   bound and the mesh's mTLS modes are known (or settled on, see
+//!   [`crate::mesh::controller`]); 503 from the first instant of a shutdown.
 //! - `/metrics`: OpenMetrics text.
 //!
 //! Kept off the webhook port so that probes and scrapes need no TLS client
@@ -20,21 +21,32 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tracing::error;
 
+use crate::mesh::controller::MeshState;
 use crate::metrics::{self, Metrics};
 
-/// Readiness, shared by the server (which sets it) and `/readyz` (which reads it).
-#[derive(Debug, Default)]
+/// Readiness, shared by the server (which sets it), the mesh watch, and
+/// `/readyz` (which reads both).
+#[derive(Debug)]
 pub struct Health {
-    ready: AtomicBool,
+    serving: AtomicBool,
+    mesh: Arc<MeshState>,
 }
 
 impl Health {
+    pub fn new(mesh: Arc<MeshState>) -> Self {
+        Self {
+            serving: AtomicBool::new(false),
+            mesh,
+        }
+    }
+
+    /// The TLS listener serves (and the process is not shutting down).
     pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::SeqCst);
+        self.serving.store(ready, Ordering::SeqCst);
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.serving.load(Ordering::SeqCst) && self.mesh.is_decided()
     }
 }
 

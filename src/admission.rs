@@ -24,6 +24,15 @@ pub const API_VERSION: &str = "admission.k8s.io/v1";
 const KIND: &str = "AdmissionReview";
 /// The API server truncates longer warnings; cut them where we choose.
 const MAX_WARNING_CHARS: usize = 256;
+/// The API server sends at most 4 KiB of `Warning` headers per response
+/// (`k8s.io/apiserver` endpoints/filters/warning.go) and past that truncates
+/// every warning to 256 characters; stay under it, counting each header's
+/// `299 - "..."` framing.
+const MAX_WARNING_BYTES: usize = 4096;
+const WARNING_HEADER_OVERHEAD: usize = 10;
+/// The least of a warning's `Kind namespace/name: ` prefix kept when the
+/// reason needs the room.
+const MIN_PREFIX_CHARS: usize = 40;
 
 /// Why a request body is not an AdmissionReview this webhook can answer.
 /// Rendered as a one-line reason with HTTP 400.
@@ -174,7 +183,13 @@ pub struct Reviewed {
 /// Answers one AdmissionReview. Always allows (this webhook mutates, it never
 /// denies); the patch, when there is one, is `JSONPatch`. `dryRun` requests
 /// get the same answer: the webhook has no side effects.
-pub fn review(body: &[u8], config: &MutationConfig) -> Result<Reviewed, AdmissionError> {
+///
+/// `relabelings` are the scrape class's rules in force ([`mutation::mutate`]).
+pub fn review(
+    body: &[u8],
+    config: &MutationConfig,
+    relabelings: &Value,
+) -> Result<Reviewed, AdmissionError> {
     let review = parse(body)?;
     let request = review.request.ok_or(AdmissionError::MissingRequest)?;
     if request.uid.is_empty() {
@@ -207,9 +222,15 @@ pub fn review(body: &[u8], config: &MutationConfig) -> Result<Reviewed, Admissio
                 .as_deref()
                 .unwrap_or_default()
                 .is_empty()
-                && request.kind.version == "v1" =>
+                && request.kind.version == kind.version() =>
         {
-            Some(mutation::mutate(kind, operation, object, config))
+            Some(mutation::mutate(
+                kind,
+                operation,
+                object,
+                config,
+                relabelings,
+            ))
         }
         (Some(_), Some(Operation::Create | Operation::Update), None) => {
             warnings.push("the request carries no object; nothing was changed".to_owned());
@@ -228,12 +249,7 @@ pub fn review(body: &[u8], config: &MutationConfig) -> Result<Reviewed, Admissio
                     request.namespace.as_deref().unwrap_or_default(),
                     object.as_ref().unwrap_or(&Value::Null),
                 );
-                warnings.extend(
-                    mutation
-                        .warnings
-                        .iter()
-                        .map(|w| sanitize_warning(&format!("{about}: {w}"))),
-                );
+                warnings = framed_warnings(&about, &mutation.warnings);
             }
             let operations = mutation.patch.0.len();
             let patch = if operations == 0 {
@@ -303,20 +319,66 @@ fn push_json<T: serde::Serialize + ?Sized>(out: &mut String, value: &T) {
     }
 }
 
-/// Warnings travel as HTTP `Warning` headers and are printed by kubectl:
-/// one line, no control characters, at most [`MAX_WARNING_CHARS`]. They may
-/// quote user input (an annotation's value), so this is enforced here.
-fn sanitize_warning(warning: &str) -> String {
-    let mut clean: String = warning
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_WARNING_CHARS)
-        .collect();
-    if warning.chars().nth(MAX_WARNING_CHARS).is_some() {
-        clean.pop();
-        clean.push('…');
+/// Each reason prefixed with the object it is about (kubectl prints
+/// warnings without saying which object of a multi-document apply they
+/// concern), within the API server's limits: the reason keeps its room and
+/// the prefix gives way; warnings past the total budget are summed up in a
+/// last one.
+fn framed_warnings(about: &str, reasons: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(reasons.len());
+    let mut bytes = 0;
+    for (index, reason) in reasons.iter().enumerate() {
+        let warning = frame(about, reason);
+        let left = reasons.len() - index - 1;
+        // Room for this one, and for the summary should the next not fit.
+        let reserve = if left > 0 { 64 } else { 0 };
+        if bytes + warning.len() + WARNING_HEADER_OVERHEAD + reserve > MAX_WARNING_BYTES {
+            out.push(format!(
+                "{}: {} more warnings not shown",
+                clip(about, MIN_PREFIX_CHARS),
+                left + 1
+            ));
+            break;
+        }
+        bytes += warning.len() + WARNING_HEADER_OVERHEAD;
+        out.push(warning);
     }
-    clean
+    out
+}
+
+/// `about: reason`, one line, at most [`MAX_WARNING_CHARS`].
+fn frame(about: &str, reason: &str) -> String {
+    let about = one_line(about);
+    let reason = one_line(reason);
+    let (about_len, reason_len) = (about.chars().count(), reason.chars().count());
+    if about_len + 2 + reason_len <= MAX_WARNING_CHARS {
+        return format!("{about}: {reason}");
+    }
+    let prefix_room = MAX_WARNING_CHARS
+        .saturating_sub(reason_len + 2)
+        .max(MIN_PREFIX_CHARS.min(about_len));
+    let about = clip(&about, prefix_room);
+    let reason_room = MAX_WARNING_CHARS - about.chars().count() - 2;
+    format!("{about}: {}", clip(&reason, reason_room))
+}
+
+/// Warnings travel as HTTP `Warning` headers and are printed by kubectl:
+/// one line, no control characters. They may quote user input (a name, an
+/// annotation's value), so this is enforced here.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// At most `chars` characters, the last one `…` when something was cut.
+fn clip(text: &str, chars: usize) -> String {
+    if text.chars().count() <= chars {
+        return text.to_owned();
+    }
+    let mut clipped: String = text.chars().take(chars.saturating_sub(1)).collect();
+    clipped.push('…');
+    clipped
 }
 
 fn parse(body: &[u8]) -> Result<ReviewIn<'_>, AdmissionError> {
@@ -364,20 +426,58 @@ mod tests {
         let reviewed = review(
             &serde_json::to_vec(&body).unwrap(),
             &MutationConfig::default(),
+            &json!([]),
         )
         .unwrap();
-        assert_eq!(reviewed.summary.patch_operations, 2);
+        assert_eq!(reviewed.summary.patch_operations, 1);
     }
 
     #[test]
     fn warnings_are_one_line_and_capped() {
-        assert_eq!(sanitize_warning("a\nb\tc"), "a b c");
-        let long = "x".repeat(1000);
-        let capped = sanitize_warning(&long);
+        assert_eq!(frame("Pod a", "x\nb\tc"), "Pod a: x b c");
+        let capped = frame("Pod a", &"x".repeat(1000));
         assert_eq!(capped.chars().count(), MAX_WARNING_CHARS);
-        assert!(capped.ends_with('…'));
-        let exact = "é".repeat(MAX_WARNING_CHARS);
-        assert_eq!(sanitize_warning(&exact), exact);
+        assert!(capped.starts_with("Pod a: x") && capped.ends_with('…'));
+        let exact = "é".repeat(MAX_WARNING_CHARS - 7);
+        assert_eq!(frame("Pod a", &exact), format!("Pod a: {exact}"));
+    }
+
+    #[test]
+    fn a_long_name_gives_way_to_the_reason() {
+        let about = format!("ServiceMonitor ns/{}", "n".repeat(253));
+        let reason = "endpoint 0 (port web) has TLS settings of its own, so the monitor does not join scrape class \"istio-mtls\"";
+        let warning = frame(&about, reason);
+        assert!(warning.chars().count() <= MAX_WARNING_CHARS, "{warning}");
+        assert!(warning.ends_with(reason), "{warning}");
+        assert!(warning.starts_with("ServiceMonitor ns/nnn"), "{warning}");
+        // A reason too long for any prefix still keeps MIN_PREFIX_CHARS of it.
+        let warning = frame(&about, &"r".repeat(400));
+        assert_eq!(warning.chars().count(), MAX_WARNING_CHARS);
+        assert!(warning.starts_with(&about.chars().take(MIN_PREFIX_CHARS - 1).collect::<String>()));
+    }
+
+    #[test]
+    fn all_warnings_of_a_response_stay_within_the_api_servers_budget() {
+        let reasons: Vec<String> = (0..100)
+            .map(|i| format!("{i}: {}", "w".repeat(200)))
+            .collect();
+        let warnings = framed_warnings("Pod ns/p", &reasons);
+        let bytes: usize = warnings
+            .iter()
+            .map(|w| w.len() + WARNING_HEADER_OVERHEAD)
+            .sum();
+        assert!(bytes <= MAX_WARNING_BYTES, "{bytes}");
+        assert!(warnings.len() > 10);
+        let last = warnings.last().unwrap();
+        assert_eq!(
+            last,
+            &format!(
+                "Pod ns/p: {} more warnings not shown",
+                100 - (warnings.len() - 1)
+            )
+        );
+        // Few warnings pass whole.
+        assert_eq!(framed_warnings("Pod ns/p", &reasons[..2]).len(), 2);
     }
 
     #[test]
@@ -392,6 +492,7 @@ mod tests {
         let reviewed = review(
             &serde_json::to_vec(&body).unwrap(),
             &MutationConfig::default(),
+            &json!([]),
         )
         .unwrap();
         assert!(!reviewed.summary.warnings.is_empty());

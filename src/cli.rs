@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::mutation::{LabelSelector, MutationConfig, PodMonitorMode};
+use crate::mesh::MeshMtls;
+use crate::mutation::{LabelSelector, MonitorMode, MutationConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -129,6 +130,36 @@ pub struct ServeArgs {
     #[arg(long, env = "PROM_MTLS_WEBHOOK_WEBHOOK_CONFIG_NAME", value_name = "NAME", default_value = crate::config::DEFAULT_WEBHOOK_CONFIG_NAME)]
     pub webhook_config_name: String,
 
+    /// Where each sidecar's mTLS mode comes from: `watch` the mesh's
+    /// PeerAuthentications (where they cannot be read, every sidecar target
+    /// is taken as STRICT), or take every one as `strict` or `permissive`.
+    #[arg(long, env = "PROM_MTLS_WEBHOOK_MESH_MTLS", value_enum, default_value_t = MeshMtlsArg::Watch)]
+    pub mesh_mtls: MeshMtlsArg,
+
+    /// The mesh's root namespace (Istio's meshConfig.rootNamespace): its
+    /// selector-less PeerAuthentication sets the mesh-wide mode.
+    #[arg(
+        long,
+        env = "PROM_MTLS_WEBHOOK_MESH_ROOT_NAMESPACE",
+        value_name = "NAMESPACE",
+        default_value = "istio-system"
+    )]
+    pub mesh_root_namespace: String,
+
+    /// How often every Prometheus and PrometheusAgent is checked for the
+    /// current scrape class, besides the checks that every change triggers.
+    #[arg(long, env = "PROM_MTLS_WEBHOOK_MESH_RESYNC_INTERVAL", value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub mesh_resync_interval: Duration,
+
+    /// Field manager of the server-side applies that keep the scrape class.
+    #[arg(
+        long,
+        env = "PROM_MTLS_WEBHOOK_FIELD_MANAGER",
+        value_name = "NAME",
+        default_value = "prom-mtls-webhook"
+    )]
+    pub field_manager: String,
+
     #[command(flatten)]
     pub mutation: MutationArgs,
 }
@@ -137,6 +168,30 @@ pub struct ServeArgs {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MeshMtlsArg {
+    Watch,
+    Strict,
+    Permissive,
+}
+
+impl From<MeshMtlsArg> for MeshMtls {
+    fn from(arg: MeshMtlsArg) -> Self {
+        match arg {
+            MeshMtlsArg::Watch => Self::Watch,
+            MeshMtlsArg::Strict => Self::Strict,
+            MeshMtlsArg::Permissive => Self::Permissive,
+        }
+    }
+}
+
+/// The offline preview has no mesh to watch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PreviewMeshMtls {
+    Strict,
+    Permissive,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -220,7 +275,7 @@ pub struct MutationArgs {
     )]
     pub pod_selector: LabelSelector,
 
-    /// Scrape class added to Prometheus resources and set on PodMonitors.
+    /// Scrape class added to Prometheus and PrometheusAgent resources, which monitors join.
     #[arg(
         long,
         env = "PROM_MTLS_WEBHOOK_SCRAPE_CLASS",
@@ -238,16 +293,19 @@ pub struct MutationArgs {
     )]
     pub annotation_prefix: String,
 
-    /// What happens to PodMonitors.
-    #[arg(long, env = "PROM_MTLS_WEBHOOK_POD_MONITORS", value_enum, default_value_t = PodMonitors::ScrapeClass)]
-    pub pod_monitors: PodMonitors,
+    /// What happens to ServiceMonitors and PodMonitors.
+    #[arg(long, env = "PROM_MTLS_WEBHOOK_MONITORS", value_enum, default_value_t = Monitors::ScrapeClass)]
+    pub monitors: Monitors,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum PodMonitors {
-    /// Set the scrape class and `scheme: https`.
+pub enum Monitors {
+    /// Monitors join the scrape class (prometheus-operator 0.74 or later).
     ScrapeClass,
-    /// Leave PodMonitors alone, with a warning.
+    /// Older operators: the file tlsConfig and the class's relabelings go
+    /// into each plain ServiceMonitor endpoint; PodMonitors are left alone.
+    Endpoints,
+    /// Leave monitors alone, and add no scrape class.
     Off,
 }
 
@@ -264,9 +322,10 @@ impl From<MutationArgs> for MutationConfig {
             pod_selector: args.pod_selector,
             scrape_class: args.scrape_class,
             annotation_prefix: args.annotation_prefix,
-            pod_monitors: match args.pod_monitors {
-                PodMonitors::ScrapeClass => PodMonitorMode::ScrapeClass,
-                PodMonitors::Off => PodMonitorMode::Off,
+            monitors: match args.monitors {
+                Monitors::ScrapeClass => MonitorMode::ScrapeClass,
+                Monitors::Endpoints => MonitorMode::Endpoints,
+                Monitors::Off => MonitorMode::Off,
             },
         }
     }
@@ -287,6 +346,11 @@ pub struct MutateArgs {
     /// Print the JSON patches instead of the mutated manifests.
     #[arg(long, env = "PROM_MTLS_WEBHOOK_PATCH")]
     pub patch: bool,
+
+    /// The mode every sidecar target is taken to be in: the preview has no
+    /// mesh to watch.
+    #[arg(long, env = "PROM_MTLS_WEBHOOK_MESH_MTLS", value_enum, default_value_t = PreviewMeshMtls::Strict)]
+    pub mesh_mtls: PreviewMeshMtls,
 
     #[command(flatten)]
     pub mutation: MutationArgs,

@@ -12,9 +12,10 @@ use std::time::Duration;
 use tracing::{error, info};
 
 use crate::certs;
-use crate::cli::{CertsArgs, Cli, Command, MutateArgs, ServeArgs};
+use crate::cli::{CertsArgs, Cli, Command, MutateArgs, PreviewMeshMtls, ServeArgs};
 use crate::config::{LogConfig, ServeConfig};
 use crate::logging;
+use crate::mesh::{ModeSource, MtlsMode, Rendering};
 use crate::mutation::MutationConfig;
 use crate::preview::{self, PreviewOutput};
 use crate::server::Server;
@@ -131,7 +132,12 @@ fn mutate(args: MutateArgs) -> ExitCode {
         PreviewOutput::Manifests
     };
     let config = MutationConfig::from(args.mutation);
-    match preview::preview(&input, output, &config) {
+    let mode = match args.mesh_mtls {
+        PreviewMeshMtls::Strict => MtlsMode::Strict,
+        PreviewMeshMtls::Permissive => MtlsMode::Permissive,
+    };
+    let rendering = Rendering::uniform(ModeSource::Flag, mode);
+    match preview::preview(&input, output, &config, &rendering.relabelings) {
         Ok(preview) => {
             for warning in &preview.warnings {
                 eprintln!("warning: {warning}");

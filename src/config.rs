@@ -12,6 +12,7 @@ use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{self, LogFormat, ServeArgs};
+use crate::mesh::controller::MeshConfig;
 use crate::mutation::MutationConfig;
 
 /// 7 MiB: the API server stores objects of up to ~1.5 MiB (etcd's limit) and
@@ -32,6 +33,7 @@ pub struct ServeConfig {
     pub limits: Limits,
     pub timeouts: Timeouts,
     pub ordering: Option<OrderingConfig>,
+    pub mesh: MeshConfig,
     pub mutation: MutationConfig,
 }
 
@@ -188,6 +190,16 @@ impl ServeConfig {
             None
         };
 
+        let mesh = MeshConfig {
+            mode: args.mesh_mtls.into(),
+            root_namespace: args.mesh_root_namespace,
+            field_manager: args.field_manager,
+            resync: nonzero("--mesh-resync-interval", args.mesh_resync_interval)?,
+            // A laptop's kubeconfig may point at a real cluster.
+            use_api: !args.dev,
+            ..MeshConfig::default()
+        };
+
         Ok(Self {
             listen,
             admin_listen,
@@ -198,6 +210,7 @@ impl ServeConfig {
             },
             timeouts,
             ordering,
+            mesh,
             mutation: args.mutation.into(),
         })
     }
@@ -213,6 +226,11 @@ impl ServeConfig {
             limits: Limits::default(),
             timeouts: Timeouts::default(),
             ordering: None,
+            // Tests and embedders have no cluster unless they say so.
+            mesh: MeshConfig {
+                use_api: false,
+                ..MeshConfig::default()
+            },
             mutation: MutationConfig::default(),
         }
     }

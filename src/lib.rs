@@ -1,10 +1,12 @@
 //! prom-mtls-webhook: a Kubernetes mutating admission webhook that wires
 //! Prometheus to Istio's workload certificates and switches scrapes to mTLS.
 //!
-//! The pure core ([`mutation`], [`admission`], [`yaml`], [`preview`]) does no
-//! I/O; the server, TLS, admin endpoints and CLI are layered on top of it.
+//! The pure core ([`mutation`], [`admission`], [`mesh`]'s composition and
+//! rendering, [`yaml`], [`preview`]) does no I/O; the server, TLS, admin
+//! endpoints, the mesh watch and the CLI are layered on top of it.
 
 pub mod admission;
+pub mod mesh;
 pub mod mutation;
 pub mod preview;
 pub mod yaml;

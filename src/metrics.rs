@@ -20,6 +20,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::admission::ReviewSummary;
+use crate::mesh::{ModeSource, Rendering};
 use crate::mutation::{Kind, Outcome};
 use crate::ordering::Verdict;
 
@@ -32,6 +33,7 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 pub enum KindLabel {
     Pod,
     Prometheus,
+    PrometheusAgent,
     ServiceMonitor,
     PodMonitor,
     Other,
@@ -42,6 +44,7 @@ impl From<Option<Kind>> for KindLabel {
         match kind {
             Some(Kind::Pod) => Self::Pod,
             Some(Kind::Prometheus) => Self::Prometheus,
+            Some(Kind::PrometheusAgent) => Self::PrometheusAgent,
             Some(Kind::ServiceMonitor) => Self::ServiceMonitor,
             Some(Kind::PodMonitor) => Self::PodMonitor,
             None => Self::Other,
@@ -54,6 +57,7 @@ impl EncodeLabelValue for KindLabel {
         encoder.write_str(match self {
             Self::Pod => "Pod",
             Self::Prometheus => "Prometheus",
+            Self::PrometheusAgent => "PrometheusAgent",
             Self::ServiceMonitor => "ServiceMonitor",
             Self::PodMonitor => "PodMonitor",
             Self::Other => "other",
@@ -95,13 +99,16 @@ impl EncodeLabelValue for OperationLabel {
     }
 }
 
-/// What came of a review: the core's [`Outcome`], or `rejected` when the
-/// request got an HTTP error instead of an AdmissionReview (400, 408, 413).
+/// What came of a review: the core's [`Outcome`] (`skipped`: out of scope;
+/// `refused`: in scope but left alone, a field of the wrong type), or
+/// `rejected` when the request got an HTTP error instead of an
+/// AdmissionReview (400, 408, 413, 503).
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum OutcomeLabel {
     Patched,
     Unchanged,
     Skipped,
+    Refused,
     Rejected,
 }
 
@@ -111,6 +118,7 @@ impl From<Outcome> for OutcomeLabel {
             Outcome::Patched => Self::Patched,
             Outcome::Unchanged => Self::Unchanged,
             Outcome::Skipped => Self::Skipped,
+            Outcome::Refused => Self::Refused,
         }
     }
 }
@@ -121,6 +129,7 @@ impl EncodeLabelValue for OutcomeLabel {
             Self::Patched => "patched",
             Self::Unchanged => "unchanged",
             Self::Skipped => "skipped",
+            Self::Refused => "refused",
             Self::Rejected => "rejected",
         })
     }
@@ -180,6 +189,100 @@ struct CheckLabels {
     result: CheckResult,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: SourceLabel,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+struct SourceLabel(ModeSource);
+
+impl EncodeLabelValue for SourceLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(self.0.as_str())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResourceLabels {
+    resource: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WriteLabels {
+    kind: KindLabel,
+    result: &'static str,
+}
+
+/// The mesh watch and the scrape class it keeps.
+struct MeshMetrics {
+    mode_source: Family<SourceLabels, Gauge>,
+    policies: Gauge,
+    invalid_policies: Gauge,
+    rules: Gauge,
+    last_render: Gauge,
+    watch_errors: Family<ResourceLabels, Counter>,
+    class_writes: Family<WriteLabels, Counter>,
+    classes_stale: Gauge,
+}
+
+impl MeshMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            mode_source: Family::default(),
+            policies: Gauge::default(),
+            invalid_policies: Gauge::default(),
+            rules: Gauge::default(),
+            last_render: Gauge::default(),
+            watch_errors: Family::default(),
+            class_writes: Family::default(),
+            classes_stale: Gauge::default(),
+        };
+        registry.register(
+            "mesh_mode_source",
+            "Where the mTLS modes in force come from: 1 for watch (PeerAuthentications), assumed_strict (they cannot be read) or flag (--mesh-mtls)",
+            metrics.mode_source.clone(),
+        );
+        registry.register(
+            "mesh_peer_authentications",
+            "PeerAuthentications the modes are composed from",
+            metrics.policies.clone(),
+        );
+        registry.register(
+            "mesh_invalid_peer_authentications",
+            "PeerAuthentications left out because they cannot be read (render failures; the log names them)",
+            metrics.invalid_policies.clone(),
+        );
+        registry.register(
+            "mesh_relabel_rules",
+            "Relabel rules in the scrape class as rendered now",
+            metrics.rules.clone(),
+        );
+        registry.register_with_unit(
+            "mesh_last_render_timestamp",
+            "When the scrape class was last rendered anew, in seconds since the Unix epoch",
+            Unit::Seconds,
+            metrics.last_render.clone(),
+        );
+        registry.register(
+            "mesh_watch_errors",
+            "Errors of the watches on PeerAuthentications, Prometheus and PrometheusAgent resources (each is retried with backoff)",
+            metrics.watch_errors.clone(),
+        );
+        registry.register(
+            "scrape_class_writes",
+            "Server-side applies of the scrape class, by kind and result (applied, failed)",
+            metrics.class_writes.clone(),
+        );
+        registry.register(
+            "scrape_classes_stale",
+            "Prometheus and PrometheusAgent resources left without the current scrape class after the last pass",
+            metrics.classes_stale.clone(),
+        );
+        metrics
+    }
+}
+
 struct OrderingMetrics {
     ordered_before_istio: Gauge,
     last_result: Family<CheckLabels, Gauge>,
@@ -196,6 +299,7 @@ pub struct Metrics {
     certificate_reloads: Counter,
     certificate_reload_failures: Counter,
     ordering: Option<OrderingMetrics>,
+    mesh: MeshMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -280,8 +384,11 @@ impl Metrics {
             metrics
         });
 
+        let mesh = MeshMetrics::register(&mut registry);
+
         Self {
             registry,
+            mesh,
             reviews,
             review_duration,
             warnings,
@@ -371,6 +478,59 @@ impl Metrics {
                 .get_or_create(&CheckLabels { result: each })
                 .set(i64::from(each == result));
         }
+    }
+
+    /// A rendering came into force; `rules` is its number of relabel rules.
+    pub fn mesh_rendered(&self, rendering: &Rendering, rules: usize) {
+        for source in ModeSource::ALL {
+            self.mesh
+                .mode_source
+                .get_or_create(&SourceLabels {
+                    source: SourceLabel(source),
+                })
+                .set(i64::from(source == rendering.source));
+        }
+        self.mesh
+            .rules
+            .set(i64::try_from(rules).unwrap_or(i64::MAX));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        self.mesh.last_render.set(now);
+    }
+
+    pub fn mesh_policies(&self, valid: usize, invalid: usize) {
+        self.mesh
+            .policies
+            .set(i64::try_from(valid).unwrap_or(i64::MAX));
+        self.mesh
+            .invalid_policies
+            .set(i64::try_from(invalid).unwrap_or(i64::MAX));
+    }
+
+    /// `resource`: the kind watched (a closed set, named by the controller).
+    pub fn mesh_watch_error(&self, resource: &'static str) {
+        self.mesh
+            .watch_errors
+            .get_or_create(&ResourceLabels { resource })
+            .inc();
+    }
+
+    pub fn scrape_class_written(&self, kind: Kind, applied: bool) {
+        let result = if applied { "applied" } else { "failed" };
+        self.mesh
+            .class_writes
+            .get_or_create(&WriteLabels {
+                kind: KindLabel::from(Some(kind)),
+                result,
+            })
+            .inc();
+    }
+
+    pub fn scrape_classes_stale(&self, stale: usize) {
+        self.mesh
+            .classes_stale
+            .set(i64::try_from(stale).unwrap_or(i64::MAX));
     }
 
     /// The OpenMetrics text exposition, `# EOF` included.

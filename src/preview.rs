@@ -37,10 +37,13 @@ pub enum PreviewError {
     },
 }
 
+/// `relabelings`: the scrape class's rules for the mode the preview assumes
+/// ([`crate::mesh::Rendering`]); it has no mesh to watch.
 pub fn preview(
     input: &str,
     output: PreviewOutput,
     config: &MutationConfig,
+    relabelings: &Value,
 ) -> Result<Preview, PreviewError> {
     let mut warnings = Vec::new();
     let mut documents = Vec::new();
@@ -54,10 +57,16 @@ pub fn preview(
             // `kubectl get -o yaml` writes a List.
             Some(items) if is_list => {
                 for item in items.iter_mut() {
-                    mutate_in_place(item, config, &mut patches, &mut warnings)?;
+                    mutate_in_place(item, config, relabelings, &mut patches, &mut warnings)?;
                 }
             }
-            _ => mutate_in_place(&mut document, config, &mut patches, &mut warnings)?,
+            _ => mutate_in_place(
+                &mut document,
+                config,
+                relabelings,
+                &mut patches,
+                &mut warnings,
+            )?,
         }
         documents.push(document);
     }
@@ -109,6 +118,7 @@ fn describe(object: &Value) -> String {
 fn mutate_in_place(
     object: &mut Value,
     config: &MutationConfig,
+    relabelings: &Value,
     patches: &mut String,
     warnings: &mut Vec<String>,
 ) -> Result<(), PreviewError> {
@@ -122,7 +132,7 @@ fn mutate_in_place(
     };
     let name = describe(object);
     // What `kubectl apply` of a new object does: a CREATE.
-    let mutation = mutation::mutate(kind, Operation::Create, object, config);
+    let mutation = mutation::mutate(kind, Operation::Create, object, config, relabelings);
     warnings.extend(mutation.warnings.iter().map(|w| format!("{name}: {w}")));
 
     let mut line = Map::new();
@@ -158,7 +168,7 @@ fn note_pod_template(object: &Value, config: &MutationConfig, warnings: &mut Vec
         return;
     };
     let pod = json!({"metadata": template.get("metadata"), "spec": template.get("spec")});
-    let pod_mutation = mutation::mutate(Kind::Pod, Operation::Create, &pod, config);
+    let pod_mutation = mutation::mutate(Kind::Pod, Operation::Create, &pod, config, &Value::Null);
     if pod_mutation.outcome == Outcome::Patched {
         warnings.push(format!(
             "{}: left as it is; the webhook mutates its pods when they are created",
@@ -176,36 +186,64 @@ mod tests {
         let input = "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: prom\n---\n\
                      apiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nmetadata:\n  name: web\n\
                      spec:\n  endpoints:\n  - port: web\n";
-        let preview = preview(input, PreviewOutput::Manifests, &MutationConfig::default()).unwrap();
+        let preview = preview(
+            input,
+            PreviewOutput::Manifests,
+            &MutationConfig::default(),
+            &serde_json::json!([]),
+        )
+        .unwrap();
         let docs = yaml::parse_documents(&preview.output).unwrap();
         assert_eq!(docs.len(), 2);
         assert_eq!(docs[0], yaml::parse_documents(input).unwrap()[0]);
-        assert_eq!(docs[1]["spec"]["endpoints"][0]["scheme"], "https");
+        assert_eq!(docs[1]["spec"]["scrapeClass"], "istio-mtls");
+        assert_eq!(
+            docs[1]["spec"]["endpoints"][0],
+            serde_json::json!({"port": "web"})
+        );
         assert!(preview.warnings.is_empty(), "{:?}", preview.warnings);
     }
 
     #[test]
     fn prints_one_patch_line_per_handled_object() {
         let input = r#"{"apiVersion":"monitoring.coreos.com/v1","kind":"ServiceMonitor","metadata":{"name":"a","namespace":"n"},"spec":{"endpoints":[{"port":"web"}]}}"#;
-        let preview = preview(input, PreviewOutput::Patches, &MutationConfig::default()).unwrap();
+        let preview = preview(
+            input,
+            PreviewOutput::Patches,
+            &MutationConfig::default(),
+            &serde_json::json!([]),
+        )
+        .unwrap();
         let line: Value = serde_json::from_str(preview.output.trim()).unwrap();
         assert_eq!(line["name"], "a");
         assert_eq!(line["namespace"], "n");
-        assert_eq!(line["patch"][0]["path"], "/spec/endpoints/0/scheme");
+        assert_eq!(line["patch"][0]["path"], "/spec/scrapeClass");
     }
 
     #[test]
     fn mutates_the_items_of_a_list() {
         let input = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: monitoring.coreos.com/v1\n  kind: ServiceMonitor\n  metadata: {name: a}\n  spec:\n    endpoints: [{port: web}]\n";
-        let preview = preview(input, PreviewOutput::Manifests, &MutationConfig::default()).unwrap();
+        let preview = preview(
+            input,
+            PreviewOutput::Manifests,
+            &MutationConfig::default(),
+            &serde_json::json!([]),
+        )
+        .unwrap();
         let doc = yaml::parse_one(&preview.output).unwrap();
-        assert_eq!(doc["items"][0]["spec"]["endpoints"][0]["scheme"], "https");
+        assert_eq!(doc["items"][0]["spec"]["scrapeClass"], "istio-mtls");
     }
 
     #[test]
     fn says_that_workload_pods_are_mutated_at_creation() {
         let input = "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: prom}\nspec:\n  template:\n    metadata:\n      labels: {app.kubernetes.io/name: prometheus}\n    spec:\n      containers: [{name: prometheus}]\n";
-        let preview = preview(input, PreviewOutput::Manifests, &MutationConfig::default()).unwrap();
+        let preview = preview(
+            input,
+            PreviewOutput::Manifests,
+            &MutationConfig::default(),
+            &serde_json::json!([]),
+        )
+        .unwrap();
         assert_eq!(
             yaml::parse_one(&preview.output).unwrap(),
             yaml::parse_one(input).unwrap()
@@ -222,12 +260,18 @@ mod tests {
             "[1, 2]\n---\n{}\n",
             "{\"a\": [1]} {\"b\": 2}",
         ] {
-            let first =
-                preview(input, PreviewOutput::Manifests, &MutationConfig::default()).unwrap();
+            let first = preview(
+                input,
+                PreviewOutput::Manifests,
+                &MutationConfig::default(),
+                &serde_json::json!([]),
+            )
+            .unwrap();
             let second = preview(
                 &first.output,
                 PreviewOutput::Manifests,
                 &MutationConfig::default(),
+                &serde_json::json!([]),
             )
             .unwrap();
             assert_eq!(first.output, second.output, "{input:?}");
@@ -236,13 +280,19 @@ mod tests {
 
     #[test]
     fn reports_unparsable_input() {
-        let err =
-            preview("a: [", PreviewOutput::Manifests, &MutationConfig::default()).unwrap_err();
+        let err = preview(
+            "a: [",
+            PreviewOutput::Manifests,
+            &MutationConfig::default(),
+            &serde_json::json!([]),
+        )
+        .unwrap_err();
         assert!(err.to_string().starts_with("invalid YAML"), "{err}");
         let err = preview(
             "{\"a\":",
             PreviewOutput::Manifests,
             &MutationConfig::default(),
+            &serde_json::json!([]),
         )
         .unwrap_err();
         assert!(err.to_string().starts_with("invalid JSON"), "{err}");

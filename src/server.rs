@@ -59,6 +59,7 @@ use crate::admin::{self, Health};
 use crate::admission;
 use crate::certs;
 use crate::config::{ServeConfig, Timeouts, TlsSource};
+use crate::mesh::controller::{self as mesh_controller, MeshState};
 use crate::metrics::Metrics;
 use crate::mutation::MutationConfig;
 use crate::ordering;
@@ -147,6 +148,7 @@ impl Server {
                 format!("cannot listen on {} (--admin-listen)", config.admin_listen)
             })?;
 
+        let mesh = Arc::new(MeshState::new(config.mesh.mode));
         Ok(Bound {
             webhook_addr: listener.local_addr()?,
             admin_addr: admin_listener.local_addr()?,
@@ -157,7 +159,8 @@ impl Server {
             resolver,
             reloader,
             metrics,
-            health: Arc::new(Health::default()),
+            health: Arc::new(Health::new(mesh.clone())),
+            mesh,
             config,
         })
     }
@@ -178,6 +181,7 @@ pub struct Bound {
     reloader: Option<Reloader>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    mesh: Arc<MeshState>,
     config: ServeConfig,
 }
 
@@ -202,6 +206,7 @@ impl Bound {
             reloader,
             metrics,
             health,
+            mesh,
             config,
         } = self;
 
@@ -221,8 +226,15 @@ impl Bound {
         if let Some(ordering) = config.ordering.clone() {
             background.push(tokio::spawn(ordering::run(ordering, metrics.clone())));
         }
+        background.push(tokio::spawn(mesh_controller::run(
+            config.mesh.clone(),
+            Arc::new(config.mutation.clone()),
+            mesh.clone(),
+            metrics.clone(),
+        )));
 
         let reviews = Arc::new(ReviewState {
+            mesh,
             mutation: config.mutation,
             max_body_bytes: config.limits.max_body_bytes,
             request_timeout: config.timeouts.request,
@@ -242,7 +254,8 @@ impl Bound {
         let slots = Arc::new(Semaphore::new(config.limits.max_connections));
         let graceful = GracefulShutdown::new();
 
-        // Certificate loaded and listener bound: from here on we can serve.
+        // Certificate loaded and listener bound: from here on we can serve
+        // (ready once the mesh's modes are known too).
         health.set_ready(true);
         tokio::pin!(shutdown);
         while let Some((stream, permit)) = next_connection(&listener, &slots, &mut shutdown).await {
@@ -507,6 +520,8 @@ fn http2_builder() -> auto::Builder<TokioExecutor> {
 /// What the review handler needs.
 struct ReviewState {
     mutation: MutationConfig,
+    /// The scrape class's rules in force.
+    mesh: Arc<MeshState>,
     max_body_bytes: usize,
     request_timeout: Duration,
     metrics: Arc<Metrics>,
@@ -568,7 +583,8 @@ async fn answer(state: &ReviewState, body: Body, http1: bool, started: Instant) 
         }
     };
 
-    match admission::review(&bytes, &state.mutation) {
+    let rendering = state.mesh.current();
+    match admission::review(&bytes, &state.mutation, &rendering.relabelings) {
         Ok(reviewed) => {
             let elapsed = started.elapsed();
             state.metrics.review(&reviewed.summary, elapsed);

@@ -1,5 +1,5 @@
 //! Every AdmissionReview captured from a real kube-apiserver
-//! (`../shared/fixtures/admission/`) answered by the protocol layer: the
+//! (`tests/fixtures/admission/`) answered by the protocol layer: the
 //! response is well-formed, echoes the uid, and its decoded patch and
 //! warnings match `tests/golden/admission/<fixture>.json`.
 //!
@@ -21,7 +21,7 @@ use prom_mtls_webhook::mutation::{Kind, MutationConfig, Operation};
 use serde_json::{Value, json};
 
 fn fixtures() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/admission");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission");
     let files = support::files_with_extension(&dir, "json");
     assert!(files.len() >= 12, "fixtures went missing");
     files
@@ -35,7 +35,7 @@ fn every_captured_review_gets_its_golden_answer() {
         let name = fixture.file_stem().unwrap().to_string_lossy().into_owned();
         let body = std::fs::read(&fixture).unwrap();
         let request: Value = serde_json::from_slice(&body).unwrap();
-        let reviewed = review(&body, &config).unwrap();
+        let reviewed = review(&body, &config, support::strict_rules()).unwrap();
         let answer: Value = serde_json::from_slice(&reviewed.body).unwrap();
 
         assert_eq!(answer["apiVersion"], "admission.k8s.io/v1", "{name}");
@@ -86,14 +86,19 @@ fn every_captured_review_gets_its_golden_answer() {
 #[test]
 fn dry_run_reviews_get_the_same_patch_as_real_ones() {
     let config = MutationConfig::default();
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/admission");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission");
     for name in ["servicemonitor-create-2", "servicemonitor-update-2"] {
         let body = std::fs::read(dir.join(format!("{name}.json"))).unwrap();
         let mut request: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(request["request"]["dryRun"], true);
-        let dry = review(&body, &config).unwrap();
+        let dry = review(&body, &config, support::strict_rules()).unwrap();
         request["request"]["dryRun"] = Value::Bool(false);
-        let real = review(&serde_json::to_vec(&request).unwrap(), &config).unwrap();
+        let real = review(
+            &serde_json::to_vec(&request).unwrap(),
+            &config,
+            support::strict_rules(),
+        )
+        .unwrap();
         let patch = |body: &[u8]| {
             support::decoded_patch(&serde_json::from_slice::<Value>(body).unwrap()["response"])
         };
@@ -141,7 +146,9 @@ fn malformed_reviews_are_refused_with_a_one_line_reason() {
         ),
     ];
     for (body, reason) in cases {
-        let err = review(&body, &config).unwrap_err().to_string();
+        let err = review(&body, &config, support::strict_rules())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(reason), "{err:?} should mention {reason:?}");
         assert!(!err.contains('\n'), "{err:?} is not one line");
     }
@@ -152,7 +159,7 @@ fn requests_for_unknown_kinds_subresources_and_deletes_are_allowed_untouched() {
     let config = MutationConfig::default();
     let body = std::fs::read(
         Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/fixtures/admission/servicemonitor-create-1.json"),
+            .join("tests/fixtures/admission/servicemonitor-create-1.json"),
     )
     .unwrap();
     let base: Value = serde_json::from_slice(&body).unwrap();
@@ -171,7 +178,12 @@ fn requests_for_unknown_kinds_subresources_and_deletes_are_allowed_untouched() {
     for change in variants {
         let mut request = base.clone();
         change(&mut request);
-        let reviewed = review(&serde_json::to_vec(&request).unwrap(), &config).unwrap();
+        let reviewed = review(
+            &serde_json::to_vec(&request).unwrap(),
+            &config,
+            support::strict_rules(),
+        )
+        .unwrap();
         let answer: Value = serde_json::from_slice(&reviewed.body).unwrap();
         assert_eq!(answer["response"]["allowed"], true);
         assert!(answer["response"].get("patch").is_none(), "{request}");

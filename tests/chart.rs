@@ -687,7 +687,7 @@ fn each_pod_is_sent_at_most_once_and_only_when_it_is_a_candidate() {
 }
 
 #[test]
-fn monitoring_webhook_covers_servicemonitors_podmonitors_and_prometheuses_on_create_and_update() {
+fn monitoring_webhook_covers_monitors_prometheuses_and_agents_on_create_and_update() {
     let w = default_rendering()
         .webhook("monitoring.prom-mtls-webhook.io")
         .unwrap();
@@ -696,6 +696,10 @@ fn monitoring_webhook_covers_servicemonitors_podmonitors_and_prometheuses_on_cre
         json!([{"apiGroups": ["monitoring.coreos.com"], "apiVersions": ["v1"],
                 "operations": ["CREATE", "UPDATE"],
                 "resources": ["servicemonitors", "podmonitors", "prometheuses"],
+                "scope": "Namespaced"},
+               {"apiGroups": ["monitoring.coreos.com"], "apiVersions": ["v1alpha1"],
+                "operations": ["CREATE", "UPDATE"],
+                "resources": ["prometheusagents"],
                 "scope": "Namespaced"}])
     );
     assert!(w.get("objectSelector").is_none() && w.get("matchConditions").is_none());
@@ -871,15 +875,35 @@ fn service_routes_443_to_the_tls_port_and_exposes_metrics() {
 }
 
 #[test]
-fn rbac_grants_only_reading_webhook_configurations_and_only_for_the_ordering_check() {
+fn rbac_grants_what_each_feature_reads_and_writes_and_nothing_more() {
     let r = default_rendering();
     let role = r.one("ClusterRole");
-    assert_eq!(
-        role["rules"],
-        json!([{"apiGroups": ["admissionregistration.k8s.io"],
-                "resources": ["mutatingwebhookconfigurations"],
-                "verbs": ["get", "list", "watch"]}])
-    );
+    let ordering = json!({"apiGroups": ["admissionregistration.k8s.io"],
+                          "resources": ["mutatingwebhookconfigurations"],
+                          "verbs": ["get", "list"]});
+    let mesh = json!({"apiGroups": ["security.istio.io"],
+                      "resources": ["peerauthentications"],
+                      "verbs": ["get", "list", "watch"]});
+    let classes = json!({"apiGroups": ["monitoring.coreos.com"],
+                         "resources": ["prometheuses", "prometheusagents"],
+                         "verbs": ["get", "list", "watch", "patch"]});
+    assert_eq!(role["rules"], json!([ordering, mesh, classes]));
+    // Each feature off takes its rule away.
+    for (values, rules) in [
+        (&["orderingCheck.enabled=false"][..], json!([mesh, classes])),
+        (&["mesh.mtls=strict"][..], json!([ordering, classes])),
+        (
+            &["mutation.monitors=endpoints"][..],
+            json!([ordering, mesh]),
+        ),
+    ] {
+        let args: Vec<&str> = values.iter().flat_map(|v| ["--set", v]).collect();
+        assert_eq!(
+            Rendering::of(&args).one("ClusterRole")["rules"],
+            rules,
+            "{values:?}"
+        );
+    }
     let binding = r.one("ClusterRoleBinding");
     assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
     assert_eq!(
@@ -891,11 +915,18 @@ fn rbac_grants_only_reading_webhook_configurations_and_only_for_the_ordering_che
     assert_eq!(r.arg("ordering-check").as_deref(), Some("on"));
     assert!(r.all("Role").is_empty() && r.all("RoleBinding").is_empty());
 
-    let off = Rendering::of(&["--set", "orderingCheck.enabled=false"]);
+    let off = Rendering::of(&[
+        "--set",
+        "orderingCheck.enabled=false",
+        "--set",
+        "mesh.mtls=permissive",
+        "--set",
+        "mutation.monitors=off",
+    ]);
     for kind in ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"] {
         assert!(
             off.all(kind).is_empty(),
-            "{kind} without the ordering check"
+            "{kind} without anything that reads the API"
         );
     }
     assert_eq!(off.pod_spec()["automountServiceAccountToken"], false);
@@ -1124,12 +1155,16 @@ fn upgrade_reuses_the_serving_secret_found_in_the_cluster() {
 
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let secret_name = format!("{FULLNAME}-tls");
+    let names = format!(
+        "{FULLNAME},{FULLNAME}.{NAMESPACE},{FULLNAME}.{NAMESPACE}.svc,{FULLNAME}.{NAMESPACE}.svc.cluster.local"
+    );
     let existing = json!({
         "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
         "metadata": {
             "name": secret_name, "namespace": NAMESPACE,
             "labels": {"app.kubernetes.io/managed-by": "Helm"},
-            "annotations": {"meta.helm.sh/release-name": RELEASE, "meta.helm.sh/release-namespace": NAMESPACE}
+            "annotations": {"meta.helm.sh/release-name": RELEASE, "meta.helm.sh/release-namespace": NAMESPACE,
+                            "prom-mtls-webhook.io/names": names}
         },
         "data": {"ca.crt": b64("earlier CA"), "tls.crt": b64("earlier cert"), "tls.key": b64("earlier key")}
     });
@@ -1256,6 +1291,17 @@ fn chart_passes_only_flags_the_binary_knows() {
             "certs/generate.sh does not pass --{flag}"
         );
     }
+}
+
+#[test]
+fn values_table_in_the_chart_readme_is_the_one_values_yaml_makes() {
+    let out = run(
+        Command::new(python())
+            .arg(repo().join("scripts/chart-values-table.py"))
+            .arg("--check"),
+        None,
+    );
+    assert!(out.success, "{}", out.stderr);
 }
 
 #[test]
@@ -1469,8 +1515,8 @@ fn chart_arguments_and_generated_certificate_serve_reviews_under_the_service_nam
     assert_eq!(response["patchType"], "JSONPatch");
     let patch: Value = serde_json::from_slice(&decode(&response["patch"])).unwrap();
     assert!(
-        patch.to_string().contains("https"),
-        "the endpoint switches to https: {patch}"
+        patch.to_string().contains("istio-mtls"),
+        "the monitor joins the scrape class: {patch}"
     );
 
     // SIGTERM, as the kubelet sends it: a graceful drain, then exit 0.

@@ -299,8 +299,11 @@ fn mutate_prints_mutated_manifests_from_a_file_or_stdin() {
     let from_file = run(binary().args(["mutate", "-f"]).arg(&file), b"");
     assert!(from_file.status.success(), "{}", stderr(&from_file));
     let stdout = String::from_utf8(from_file.stdout.clone()).unwrap();
-    assert!(stdout.contains("https"), "{stdout}");
-    assert!(stdout.contains("/etc/prom-certs/root-cert.pem"), "{stdout}");
+    assert!(stdout.contains("scrapeClass: istio-mtls"), "{stdout}");
+    assert!(
+        !stdout.contains("https"),
+        "its endpoints stay as written: {stdout}"
+    );
 
     let from_stdin = run(binary().args(["mutate"]), SERVICE_MONITOR.as_bytes());
     assert!(from_stdin.status.success(), "{}", stderr(&from_stdin));
@@ -314,11 +317,45 @@ fn mutate_prints_mutated_manifests_from_a_file_or_stdin() {
 
     // The mutation flags apply.
     let renamed = run(
-        binary().args(["mutate", "--prometheus-cert-dir", "/certs"]),
+        binary().args(["mutate", "--scrape-class", "mesh"]),
         SERVICE_MONITOR.as_bytes(),
     );
     let stdout = String::from_utf8(renamed.stdout).unwrap();
+    assert!(stdout.contains("scrapeClass: mesh"), "{stdout}");
+    let wired = run(
+        binary().args([
+            "mutate",
+            "--monitors",
+            "endpoints",
+            "--prometheus-cert-dir",
+            "/certs",
+        ]),
+        SERVICE_MONITOR.as_bytes(),
+    );
+    let stdout = String::from_utf8(wired.stdout).unwrap();
     assert!(stdout.contains("/certs/root-cert.pem"), "{stdout}");
+}
+
+const PROMETHEUS: &str = "apiVersion: monitoring.coreos.com/v1
+kind: Prometheus
+metadata:
+  name: main
+  namespace: monitoring
+spec:
+  serviceMonitorSelector: {}
+";
+
+#[test]
+fn mutate_assumes_a_strict_mesh_unless_told() {
+    let rules = |args: &[&str]| {
+        let output = run(binary().arg("mutate").args(args), PROMETHEUS.as_bytes());
+        assert!(output.status.success(), "{}", stderr(&output));
+        let mutated =
+            prom_mtls_webhook::yaml::parse_one(&String::from_utf8(output.stdout).unwrap()).unwrap();
+        mutated["spec"]["scrapeClasses"][0]["relabelings"][0]["replacement"].clone()
+    };
+    assert_eq!(rules(&[]), "STRICT");
+    assert_eq!(rules(&["--mesh-mtls", "permissive"]), "PERMISSIVE");
 }
 
 #[test]
@@ -335,7 +372,7 @@ fn mutate_patch_prints_patches() {
 #[test]
 fn mutate_prints_warnings_on_stderr() {
     let output = run(
-        binary().args(["mutate", "--pod-monitors", "off"]),
+        binary().args(["mutate", "--monitors", "endpoints"]),
         POD_MONITOR.as_bytes(),
     );
     assert!(output.status.success(), "{}", stderr(&output));

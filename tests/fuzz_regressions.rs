@@ -45,8 +45,8 @@ fn reviews_are_answered_and_their_patches_apply() {
     let config = MutationConfig::default();
     for file in regressions("json").into_iter().filter(|f| is_review(f)) {
         let body = std::fs::read(&file).unwrap();
-        let answer =
-            review(&body, &config).unwrap_or_else(|e| panic!("{}: rejected: {e}", file.display()));
+        let answer = review(&body, &config, support::rules())
+            .unwrap_or_else(|e| panic!("{}: rejected: {e}", file.display()));
         let answer: Value = serde_json::from_slice(&answer.body).unwrap();
         let response = &answer["response"];
         assert_eq!(response["allowed"], true, "{}", file.display());
@@ -58,7 +58,12 @@ fn reviews_are_answered_and_their_patches_apply() {
         let patched = support::apply_checked(object, &patch, &config);
         let mut again = request.clone();
         again["request"]["object"] = patched;
-        let again = review(&serde_json::to_vec(&again).unwrap(), &config).unwrap();
+        let again = review(
+            &serde_json::to_vec(&again).unwrap(),
+            &config,
+            support::rules(),
+        )
+        .unwrap();
         let again: Value = serde_json::from_slice(&again.body).unwrap();
         assert!(
             again["response"].get("patch").is_none(),
@@ -93,10 +98,15 @@ fn yaml_previews_and_round_trips_read_back_unchanged() {
         let text = std::fs::read_to_string(&file).unwrap();
         let name = file.display();
 
-        let first = preview(&text, PreviewOutput::Manifests, &config)
+        let first = preview(&text, PreviewOutput::Manifests, &config, support::rules())
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let second = preview(&first.output, PreviewOutput::Manifests, &config)
-            .unwrap_or_else(|e| panic!("{name}: the preview's output does not read back: {e}"));
+        let second = preview(
+            &first.output,
+            PreviewOutput::Manifests,
+            &config,
+            support::rules(),
+        )
+        .unwrap_or_else(|e| panic!("{name}: the preview's output does not read back: {e}"));
         assert_eq!(first.output, second.output, "{name}: previewing changed it");
 
         for value in yaml::parse_documents(&text).unwrap() {

@@ -17,7 +17,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use prom_mtls_webhook::mutation::{Kind, MutationConfig, Operation, PodMonitorMode};
+use prom_mtls_webhook::mutation::{Kind, MonitorMode, MutationConfig, Operation};
 use prom_mtls_webhook::yaml;
 use serde_json::Value;
 
@@ -64,10 +64,12 @@ fn options(case: &Path) -> (Operation, MutationConfig) {
                     other => panic!("operation {other}"),
                 }
             }
-            "podMonitors" => {
-                config.pod_monitors = match value {
-                    "off" => PodMonitorMode::Off,
-                    _ => PodMonitorMode::ScrapeClass,
+            "monitors" => {
+                config.monitors = match value {
+                    "off" => MonitorMode::Off,
+                    "endpoints" => MonitorMode::Endpoints,
+                    "scrape-class" => MonitorMode::ScrapeClass,
+                    other => panic!("monitors {other}"),
                 }
             }
             "podSelector" => config.pod_selector = value.parse().unwrap(),
@@ -94,7 +96,13 @@ fn every_golden_case_yields_its_expected_object_and_warnings() {
         let (operation, config) = options(&case);
         let (mutated, warnings) = match kind_of(&input) {
             Some(kind) => {
-                let (mutation, mutated) = support::mutate_twice(kind, operation, &input, &config);
+                let (mutation, mutated) = support::mutate_twice_with(
+                    kind,
+                    operation,
+                    &input,
+                    &config,
+                    support::strict_rules(),
+                );
                 (mutated, mutation.warnings)
             }
             None => {
@@ -134,34 +142,46 @@ fn every_golden_case_yields_its_expected_object_and_warnings() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
-/// The schema a real API server validates each custom resource against.
+/// The schema a real API server validates each custom resource against:
+/// prometheus-operator's CRDs at the pinned version, which
+/// `scripts/install-tools.sh` fetches from its Go module.
 fn crd_validator(kind: Kind) -> jsonschema::Validator {
     let file = match kind {
         Kind::Prometheus => "monitoring.coreos.com_prometheuses.yaml",
+        Kind::PrometheusAgent => "monitoring.coreos.com_prometheusagents.yaml",
         Kind::ServiceMonitor => "monitoring.coreos.com_servicemonitors.yaml",
         Kind::PodMonitor => "monitoring.coreos.com_podmonitors.yaml",
         Kind::Pod => unreachable!("pods have no CRD"),
     };
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/crds")
+        .join(".tools/e2e/crds")
         .join(file);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/install-tools.sh (it fetches the CRDs)",
+        path.display()
+    );
     let crd = read_yaml(&path);
     let version = crd["spec"]["versions"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|v| v["name"] == "v1")
+        .find(|v| v["name"] == kind.version())
         .unwrap();
     jsonschema::validator_for(&version["schema"]["openAPIV3Schema"]).unwrap()
 }
 
 #[test]
 fn every_valid_custom_resource_stays_valid_against_its_crd() {
-    let validators: Vec<(Kind, jsonschema::Validator)> =
-        [Kind::Prometheus, Kind::ServiceMonitor, Kind::PodMonitor]
-            .into_iter()
-            .map(|kind| (kind, crd_validator(kind)))
-            .collect();
+    let validators: Vec<(Kind, jsonschema::Validator)> = [
+        Kind::Prometheus,
+        Kind::PrometheusAgent,
+        Kind::ServiceMonitor,
+        Kind::PodMonitor,
+    ]
+    .into_iter()
+    .map(|kind| (kind, crd_validator(kind)))
+    .collect();
     let mut checked = 0;
     for case in cases() {
         let input = read_yaml(&case.join("input.yaml"));
@@ -199,7 +219,8 @@ fn every_valid_custom_resource_stays_valid_against_its_crd() {
 fn the_crd_schemas_catch_an_invalid_patch() {
     // The validation above can fail: a scheme outside the CRD's enum is refused.
     let validator = crd_validator(Kind::ServiceMonitor);
-    let mut monitor = read_yaml(&golden_dir().join("servicemonitor-plain-endpoint/expected.yaml"));
+    let mut monitor =
+        read_yaml(&golden_dir().join("servicemonitor-joins-the-scrape-class/expected.yaml"));
     monitor["spec"]["endpoints"][0]["scheme"] = Value::String("mtls".into());
     assert!(!validator.is_valid(&monitor));
 }

@@ -46,6 +46,14 @@ async fn reviews_are_counted_by_kind_operation_and_outcome() {
         post(&client, &server, serde_json::to_vec(&config_map).unwrap()).await,
         200
     );
+    // A PodMonitor whose scrape class is not a string: left alone, and
+    // counted apart from what is out of scope.
+    let mut odd = common::fixture("podmonitor-create-1");
+    odd["request"]["object"]["spec"]["scrapeClass"] = serde_json::json!(5);
+    assert_eq!(
+        post(&client, &server, serde_json::to_vec(&odd).unwrap()).await,
+        200
+    );
     assert_eq!(post(&client, &server, b"{".to_vec()).await, 400);
     assert_eq!(post(&client, &server, b"[]".to_vec()).await, 400);
 
@@ -92,11 +100,20 @@ async fn reviews_are_counted_by_kind_operation_and_outcome() {
         ]),
         3.0
     );
+    // It joins the class; its Envoy endpoint stays on http by the class's rules.
     assert_eq!(
         count(&[
             ("kind", "PodMonitor"),
             ("operation", "CREATE"),
-            ("outcome", "unchanged")
+            ("outcome", "patched")
+        ]),
+        1.0
+    );
+    assert_eq!(
+        count(&[
+            ("kind", "PodMonitor"),
+            ("operation", "CREATE"),
+            ("outcome", "refused")
         ]),
         1.0
     );
@@ -122,7 +139,7 @@ async fn reviews_are_counted_by_kind_operation_and_outcome() {
         .filter(|(name, _, _)| name == REVIEWS)
         .map(|(_, _, value)| value)
         .sum();
-    assert_eq!(total, f64::from(posted + 3));
+    assert_eq!(total, f64::from(posted + 4));
     // Never a namespace or an object name in a label.
     for (name, labels, _) in &metrics.samples {
         assert!(
@@ -135,7 +152,7 @@ async fn reviews_are_counted_by_kind_operation_and_outcome() {
     // buckets from 25µs up, the +Inf bucket equal to the count.
     let histogram = "prom_mtls_webhook_review_duration_seconds";
     let observed = metrics.value(&format!("{histogram}_count"), &[]);
-    assert_eq!(observed, f64::from(posted + 1));
+    assert_eq!(observed, f64::from(posted + 2));
     assert!(metrics.value(&format!("{histogram}_sum"), &[]) > 0.0);
     let buckets: Vec<(f64, f64)> = metrics
         .samples
@@ -168,7 +185,7 @@ async fn reviews_are_counted_by_kind_operation_and_outcome() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warnings_are_counted_by_kind() {
     let server = TestServer::start_with(|config| {
-        config.mutation.pod_monitors = prom_mtls_webhook::mutation::PodMonitorMode::Off;
+        config.mutation.monitors = prom_mtls_webhook::mutation::MonitorMode::Endpoints;
     })
     .await;
     let client = server.client(Http::V1);
@@ -187,7 +204,7 @@ async fn warnings_are_counted_by_kind() {
         .map_or(0, Vec::len);
     assert!(
         returned > 0,
-        "PodMonitors left alone come with a warning: {response}"
+        "PodMonitors left alone with --monitors=endpoints come with a warning: {response}"
     );
     let metrics = server.metrics().await;
     assert_eq!(

@@ -1,4 +1,4 @@
-//! Every real AdmissionReview of `../shared/fixtures/admission/`, posted over
+//! Every real AdmissionReview of `tests/fixtures/admission/`, posted over
 //! TLS to the real server, over HTTP/1.1 and over HTTP/2: the answer echoes
 //! the uid, its patch applies to the object and gives what SPEC.md says, a
 //! second pass over the patched object changes nothing, and a dry run gets
@@ -83,31 +83,25 @@ fn check_mutated(name: &str, original: &Value, mutated: &Value) {
     match (kind, name) {
         ("Pod", "pod-create-1") => check_prometheus_pod(mutated),
         ("Pod", _) => assert_eq!(mutated, original, "{name} is not Prometheus: unchanged"),
-        ("PodMonitor", _) => {
-            // Its only endpoint scrapes Envoy's own metrics, plain text
-            // outside mTLS: https would break it.
-            assert_eq!(
-                mutated, original,
-                "{name}: sidecar metrics endpoint untouched"
-            );
-        }
         ("Prometheus", _) => check_prometheus_resource(mutated),
-        ("ServiceMonitor", _) => {
-            let endpoints = mutated["spec"]["endpoints"].as_array().unwrap();
-            assert!(!endpoints.is_empty());
-            for (index, endpoint) in endpoints.iter().enumerate() {
-                assert_eq!(endpoint["scheme"], "https", "{name} endpoint {index}");
-                assert_eq!(
-                    endpoint["tlsConfig"],
-                    tls_config(),
-                    "{name} endpoint {index}"
-                );
-                // Nothing of the user's endpoint is lost.
-                let before = &original["spec"]["endpoints"][index];
-                for (key, value) in before.as_object().unwrap() {
-                    assert_eq!(&endpoint[key], value, "{name} endpoint {index} keeps {key}");
-                }
-            }
+        // Monitors join the scrape class; their endpoints stay as written
+        // (the class's rules choose the scheme per target, and keep Envoy's
+        // own metrics on http).
+        ("PodMonitor" | "ServiceMonitor", _) => {
+            assert_eq!(mutated["spec"]["scrapeClass"], "istio-mtls", "{name}");
+            let list = if kind == "PodMonitor" {
+                "podMetricsEndpoints"
+            } else {
+                "endpoints"
+            };
+            assert!(!mutated["spec"][list].as_array().unwrap().is_empty());
+            assert_eq!(
+                mutated["spec"][list], original["spec"][list],
+                "{name}: endpoints as written"
+            );
+            let mut rest = mutated.clone();
+            rest["spec"].as_object_mut().unwrap().remove("scrapeClass");
+            assert_eq!(&rest, original, "{name}: nothing else changes");
         }
         _ => panic!("no expectation for {name} ({kind})"),
     }
@@ -211,6 +205,11 @@ fn check_prometheus_resource(prometheus: &Value) {
         .find(|c| c["name"] == "istio-mtls")
         .expect("scrape class istio-mtls");
     assert_eq!(class["tlsConfig"], tls_config());
+    assert!(class.get("default").is_none(), "never a default class");
+    let rules = class["relabelings"]
+        .as_array()
+        .expect("the class's relabelings");
+    assert_eq!(rules.last().unwrap()["targetLabel"], "__scheme__");
     // The user's spec is kept.
     assert_eq!(
         spec["serviceMonitorSelector"]["matchLabels"]["team"],

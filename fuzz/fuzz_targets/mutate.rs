@@ -26,7 +26,7 @@ const KINDS: [Kind; 4] = [
 fn check(object: &Value) {
     for kind in KINDS {
         for operation in [Operation::Create, Operation::Update] {
-            let first = mutate(kind, operation, object, &CONFIG);
+            let first = mutate(kind, operation, object, &CONFIG, rules());
             if first.patch.0.is_empty() {
                 continue;
             }
@@ -43,7 +43,7 @@ fn check(object: &Value) {
                     first.patch
                 );
             }
-            let second = mutate(kind, operation, &patched, &CONFIG);
+            let second = mutate(kind, operation, &patched, &CONFIG, rules());
             assert!(
                 second.patch.0.is_empty(),
                 "{kind:?} {operation:?}: not idempotent\nobject: {object}\nfirst: {:?}\nsecond: {:?}",
@@ -63,3 +63,10 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
+
+/// The scrape class's rules for a mesh taken as STRICT.
+fn rules() -> &'static serde_json::Value {
+    static RULES: std::sync::LazyLock<prom_mtls_webhook::mesh::Rendering> =
+        std::sync::LazyLock::new(prom_mtls_webhook::mesh::Rendering::assumed_strict);
+    &RULES.relabelings
+}

@@ -16,11 +16,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let _ = preview(text, PreviewOutput::Patches, &CONFIG);
-    let Ok(first) = preview(text, PreviewOutput::Manifests, &CONFIG) else {
+    let _ = preview(text, PreviewOutput::Patches, &CONFIG, rules());
+    let Ok(first) = preview(text, PreviewOutput::Manifests, &CONFIG, rules()) else {
         return;
     };
-    match preview(&first.output, PreviewOutput::Manifests, &CONFIG) {
+    match preview(&first.output, PreviewOutput::Manifests, &CONFIG, rules()) {
         Ok(second) => assert_eq!(
             first.output, second.output,
             "previewing the preview changed it\ninput: {text:?}"
@@ -31,3 +31,10 @@ fuzz_target!(|data: &[u8]| {
         ),
     }
 });
+
+/// The scrape class's rules for a mesh taken as STRICT.
+fn rules() -> &'static serde_json::Value {
+    static RULES: std::sync::LazyLock<prom_mtls_webhook::mesh::Rendering> =
+        std::sync::LazyLock::new(prom_mtls_webhook::mesh::Rendering::assumed_strict);
+    &RULES.relabelings
+}

@@ -28,7 +28,7 @@ fn patch_of(response: &Value) -> Option<Patch> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(reviewed) = review(data, &CONFIG) else {
+    let Ok(reviewed) = review(data, &CONFIG, rules()) else {
         return;
     };
     let answer: Value = serde_json::from_slice(&reviewed.body).expect("the answer is JSON");
@@ -69,7 +69,7 @@ fuzz_target!(|data: &[u8]| {
 
     // Reinvocation: the patched object gets no patch.
     let again_body = serde_json::to_vec(&request).expect("serialises");
-    let again = review(&again_body, &CONFIG).expect("the patched review is accepted");
+    let again = review(&again_body, &CONFIG, rules()).expect("the patched review is accepted");
     let again: Value = serde_json::from_slice(&again.body).expect("the answer is JSON");
     if let Some(second) = patch_of(&again["response"]) {
         panic!(
@@ -77,3 +77,10 @@ fuzz_target!(|data: &[u8]| {
         );
     }
 });
+
+/// The scrape class's rules for a mesh taken as STRICT.
+fn rules() -> &'static serde_json::Value {
+    static RULES: std::sync::LazyLock<prom_mtls_webhook::mesh::Rendering> =
+        std::sync::LazyLock::new(prom_mtls_webhook::mesh::Rendering::assumed_strict);
+    &RULES.relabelings
+}

@@ -1,12 +1,16 @@
 //! The pod annotations Istio's sidecar injector reads, plus this webhook's
 //! status annotation: planned first (nothing is emitted when one of them
 //! cannot be merged), then written as additions and merges.
+//!
+//! The status annotation says what touched the pod, so it is planned only
+//! once the certificate volume is known to be mounted into Prometheus
+//! ([`AnnotationPlan::mark_injected`]).
 
 use serde_json::{Map, Value};
 
 use super::MutationConfig;
 use super::patch::{ObjectAdditions, PatchBuilder, Path};
-use super::proxy_config::{self, ProxyConfig};
+use super::proxy_config::{self, Additions, ProxyConfig};
 use super::user_volume_mount::{self, Merge};
 
 pub const INCLUDE_INBOUND_PORTS: &str = "traffic.sidecar.istio.io/includeInboundPorts";
@@ -48,17 +52,27 @@ impl AnnotationPlan {
         match get(proxy_config::ANNOTATION) {
             None => plan.additions.push((
                 proxy_config::ANNOTATION.into(),
-                ProxyConfig::new_with_output_certs(&config.sidecar_cert_dir),
+                ProxyConfig::new_with(&config.sidecar_cert_dir),
             )),
             Some(text) => {
                 let proxy_config = ProxyConfig::parse(text)?;
-                match proxy_config.output_certs()? {
+                let output_certs = match proxy_config.output_certs()? {
                     // The user's directory wins; the volume is mounted there.
-                    Some(dir) => plan.sidecar_dir = dir.to_owned(),
-                    None => plan.replacements.push((
+                    Some(dir) => {
+                        plan.sidecar_dir = dir.to_owned();
+                        None
+                    }
+                    None => Some(config.sidecar_cert_dir.as_str()),
+                };
+                let additions = Additions {
+                    output_certs,
+                    hold_application: !proxy_config.sets_hold_application(),
+                };
+                if !additions.is_empty() {
+                    plan.replacements.push((
                         proxy_config::ANNOTATION.into(),
-                        proxy_config.with_output_certs(&config.sidecar_cert_dir),
-                    )),
+                        proxy_config.with(additions),
+                    ));
                 }
             }
         }
@@ -93,13 +107,24 @@ impl AnnotationPlan {
             }
         }
 
-        let status = config.status_annotation();
-        match get(&status) {
-            None => plan.additions.push((status, STATUS_INJECTED.into())),
-            Some(STATUS_INJECTED) => {}
-            Some(_) => plan.replacements.push((status, STATUS_INJECTED.into())),
-        }
         Ok(plan)
+    }
+
+    /// Plans `<prefix>status: injected` on `current` (the same map given to
+    /// [`Self::new`]): call once the volume is mounted into Prometheus.
+    pub fn mark_injected(&mut self, current: Option<&Map<String, Value>>, config: &MutationConfig) {
+        let status = config.status_annotation();
+        match current
+            .and_then(|map| map.get(&status))
+            .and_then(Value::as_str)
+        {
+            Some(STATUS_INJECTED) => {}
+            Some(_) => self.replacements.push((status, STATUS_INJECTED.into())),
+            None if current.is_some_and(|map| map.contains_key(&status)) => {
+                self.replacements.push((status, STATUS_INJECTED.into()));
+            }
+            None => self.additions.push((status, STATUS_INJECTED.into())),
+        }
     }
 
     /// Writes the planned changes to the annotations at `path` (`current`

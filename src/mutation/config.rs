@@ -4,14 +4,18 @@ use serde_json::{Value, json};
 
 use super::selector::LabelSelector;
 
-/// What happens to PodMonitors.
+/// What happens to ServiceMonitors and PodMonitors (`--monitors`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PodMonitorMode {
-    /// Point PodMonitors at the scrape class that this webhook adds to
-    /// `Prometheus` resources (prometheus-operator refuses file paths in a
-    /// PodMonitor's own `tlsConfig`).
+pub enum MonitorMode {
+    /// Monitors join the scrape class that this webhook adds to `Prometheus`
+    /// and `PrometheusAgent` resources (`spec.scrapeClass`); their endpoints
+    /// stay as written. Needs prometheus-operator 0.74 or later.
     ScrapeClass,
-    /// Leave PodMonitors alone, with a warning.
+    /// For older operators: each plain ServiceMonitor endpoint gets the file
+    /// `tlsConfig` and the class's relabelings itself; PodMonitors are left
+    /// alone (the operator refuses file paths in their `tlsConfig`).
+    Endpoints,
+    /// Monitors are left alone, and no scrape class is added.
     Off,
 }
 
@@ -31,11 +35,12 @@ pub struct MutationConfig {
     pub prometheus_container: String,
     /// Pods carrying these labels are selected without an opt-in annotation.
     pub pod_selector: LabelSelector,
-    /// The scrape class added to `Prometheus` resources and set on PodMonitors.
+    /// The scrape class added to `Prometheus` and `PrometheusAgent`
+    /// resources, which monitors join.
     pub scrape_class: String,
     /// Prefix of this webhook's own annotations (`<prefix>inject`, `<prefix>status`).
     pub annotation_prefix: String,
-    pub pod_monitors: PodMonitorMode,
+    pub monitors: MonitorMode,
 }
 
 impl Default for MutationConfig {
@@ -51,7 +56,7 @@ impl Default for MutationConfig {
             pod_selector: LabelSelector::default_prometheus(),
             scrape_class: "istio-mtls".into(),
             annotation_prefix: "prom-mtls-webhook.io/".into(),
-            pod_monitors: PodMonitorMode::ScrapeClass,
+            monitors: MonitorMode::ScrapeClass,
         }
     }
 }
@@ -65,6 +70,23 @@ impl MutationConfig {
     /// `<prefix>status`: set to `injected` on what this webhook wired.
     pub fn status_annotation(&self) -> String {
         format!("{}status", self.annotation_prefix)
+    }
+
+    /// Whether `Prometheus` and `PrometheusAgent` resources carry the scrape
+    /// class: only where monitors join it.
+    pub fn manages_scrape_class(&self) -> bool {
+        self.monitors == MonitorMode::ScrapeClass
+    }
+
+    /// The scrape class entry with these relabelings, as it appears in
+    /// `spec.scrapeClasses`. Never `default: true`: a default class would
+    /// hand the mesh certificate to every TLS scrape (kubelet, API server).
+    pub fn scrape_class_entry(&self, relabelings: &Value) -> Value {
+        json!({
+            "name": self.scrape_class,
+            "tlsConfig": self.scrape_tls_config(),
+            "relabelings": relabelings,
+        })
     }
 
     /// A file under the Prometheus container's certificate directory.

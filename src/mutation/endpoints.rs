@@ -1,60 +1,23 @@
-//! What ServiceMonitor and PodMonitor endpoints have in common: which ones
-//! must be switched to https, and which are left as they are.
+//! What ServiceMonitor and PodMonitor endpoints have in common: how each is
+//! classified, and how warnings name them.
 
 use serde_json::Value;
 
-/// Envoy's own metrics (`http-envoy-prom` on 15090) and the agent's merged
-/// metrics (15020) are served in plain text outside mTLS: https breaks them.
-const ENVOY_PORT_NAME: &str = "http-envoy-prom";
-const ENVOY_PORTS: [u64; 2] = [15090, 15020];
-const ENVOY_PATH: &str = "/stats/prometheus";
+use crate::mesh::relabel::{MODE_LABEL, POLICY_LABEL};
 
 /// How an endpoint is treated.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Endpoint {
-    /// No TLS of its own: to be switched to https.
-    Plain { scheme_present: bool },
-    /// Already switched by this webhook: nothing to do, nothing to say.
-    Done,
-    /// It scrapes the sidecar's own metrics: stays plain.
-    SidecarMetrics,
-    /// The user chose TLS (a `tlsConfig`, or `scheme: https`): untouched.
+    /// No TLS of its own (`scheme` http, absent, or one Prometheus would
+    /// refuse anyway): the class's rules decide per target.
+    Plain,
+    /// The user chose TLS (a `tlsConfig`, or `scheme: https`).
     OwnTls,
-    /// A scheme this webhook does not know: untouched.
-    UnknownScheme(String),
-    /// Not a mapping at all (the CRD schema is checked after admission).
-    NotMapping,
-}
-
-/// Classifies one endpoint. `is_done` recognises the webhook's own work,
-/// which differs between the kinds.
-pub fn classify(endpoint: &Value, is_done: impl Fn(&Value) -> bool) -> Endpoint {
-    if !endpoint.is_object() {
-        return Endpoint::NotMapping;
-    }
-    if scrapes_sidecar(endpoint) {
-        return Endpoint::SidecarMetrics;
-    }
-    if is_done(endpoint) {
-        return Endpoint::Done;
-    }
-    let has_tls_config = endpoint.get("tlsConfig").is_some_and(|t| !t.is_null());
-    match endpoint.get("scheme") {
-        None | Some(Value::Null) if !has_tls_config => Endpoint::Plain {
-            scheme_present: false,
-        },
-        Some(Value::String(s)) if s.eq_ignore_ascii_case("http") && !has_tls_config => {
-            Endpoint::Plain {
-                scheme_present: true,
-            }
-        }
-        Some(Value::String(s))
-            if !s.eq_ignore_ascii_case("http") && !s.eq_ignore_ascii_case("https") =>
-        {
-            Endpoint::UnknownScheme(s.clone())
-        }
-        _ => Endpoint::OwnTls,
-    }
+    /// What an earlier version of this webhook wrote into every endpoint
+    /// (and what the vendor guide writes by hand): `scheme: https` with
+    /// exactly the webhook's file `tlsConfig`, or, on a PodMonitor of the
+    /// webhook's class, `scheme: https` alone. Migrated to the class.
+    Legacy,
 }
 
 pub fn is_https(endpoint: &Value) -> bool {
@@ -64,18 +27,21 @@ pub fn is_https(endpoint: &Value) -> bool {
         .is_some_and(|s| s.eq_ignore_ascii_case("https"))
 }
 
-fn scrapes_sidecar(endpoint: &Value) -> bool {
-    let is_envoy_port = |field: &str| match endpoint.get(field) {
-        Some(Value::Number(n)) => n.as_u64().is_some_and(|n| ENVOY_PORTS.contains(&n)),
-        Some(Value::String(s)) => {
-            s == ENVOY_PORT_NAME || s.parse::<u64>().is_ok_and(|n| ENVOY_PORTS.contains(&n))
-        }
+pub fn has_tls_config(endpoint: &Value) -> bool {
+    endpoint.get("tlsConfig").is_some_and(|t| !t.is_null())
+}
+
+/// Whether a relabeling is one of the class's own rules: they write only
+/// the scratch labels, and `__scheme__` from the mode label.
+pub fn is_own_rule(rule: &Value) -> bool {
+    let target = rule.get("targetLabel").and_then(Value::as_str);
+    let sources = rule.get("sourceLabels").and_then(Value::as_array);
+    match target {
+        Some(MODE_LABEL | POLICY_LABEL) => true,
+        Some("__scheme__") => sources
+            .is_some_and(|s| s.len() == 1 && s.first().and_then(Value::as_str) == Some(MODE_LABEL)),
         _ => false,
-    };
-    ["port", "targetPort", "portNumber"]
-        .into_iter()
-        .any(is_envoy_port)
-        || endpoint.get("path").and_then(Value::as_str) == Some(ENVOY_PATH)
+    }
 }
 
 /// How a warning names an endpoint: its index, and its port if it has one.
@@ -93,29 +59,11 @@ pub fn describe(index: usize, endpoint: &Value) -> String {
     }
 }
 
-/// "endpoint 0 (port web) stays" or "endpoints 0 (port web), 2 stay".
+/// "endpoint 0 (port web) has" or "endpoints 0 (port web), 2 have".
 pub fn subject(described: &[String], singular_verb: &str, plural_verb: &str) -> String {
     match described {
         [one] => format!("endpoint {one} {singular_verb}"),
         many => format!("endpoints {} {plural_verb}", many.join(", ")),
-    }
-}
-
-/// The warning for an endpoint left as it is, if it deserves one.
-pub fn left_alone_warning(index: usize, endpoint: &Value, class: &Endpoint) -> Option<String> {
-    let what = format!("endpoint {}", describe(index, endpoint));
-    match class {
-        Endpoint::SidecarMetrics => Some(format!(
-            "{what} scrapes the sidecar's own metrics, which are served in plain text; it stays on http"
-        )),
-        Endpoint::OwnTls => Some(format!(
-            "{what} has TLS settings of its own; it was left as it is"
-        )),
-        Endpoint::UnknownScheme(scheme) => Some(format!(
-            "{what} has scheme {scheme:?}; it was left as it is"
-        )),
-        Endpoint::NotMapping => Some(format!("{what} is not a mapping; it was left as it is")),
-        Endpoint::Plain { .. } | Endpoint::Done => None,
     }
 }
 
@@ -124,63 +72,31 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn never(_: &Value) -> bool {
-        false
+    #[test]
+    fn recognises_the_class_rules_and_nothing_else() {
+        assert!(is_own_rule(&json!({"targetLabel": MODE_LABEL})));
+        assert!(is_own_rule(
+            &json!({"targetLabel": POLICY_LABEL, "sourceLabels": ["a"]})
+        ));
+        assert!(is_own_rule(
+            &json!({"targetLabel": "__scheme__", "sourceLabels": [MODE_LABEL]})
+        ));
+        assert!(!is_own_rule(
+            &json!({"targetLabel": "__scheme__", "sourceLabels": ["__meta_x"]})
+        ));
+        assert!(!is_own_rule(&json!({"targetLabel": "team"})));
+        assert!(!is_own_rule(&json!("x")));
     }
 
     #[test]
-    fn sidecar_metrics_are_recognised_by_port_name_number_or_path() {
-        for endpoint in [
-            json!({"port": "http-envoy-prom"}),
-            json!({"targetPort": 15090}),
-            json!({"targetPort": "15020"}),
-            json!({"portNumber": 15020}),
-            json!({"port": "web", "path": "/stats/prometheus"}),
-        ] {
-            assert_eq!(
-                classify(&endpoint, never),
-                Endpoint::SidecarMetrics,
-                "{endpoint}"
-            );
-        }
-    }
-
-    #[test]
-    fn only_endpoints_without_tls_are_plain() {
+    fn names_endpoints_by_index_and_port() {
+        assert_eq!(describe(0, &json!({"port": "web"})), "0 (port web)");
+        assert_eq!(describe(2, &json!({"targetPort": 8080})), "2 (port 8080)");
+        assert_eq!(describe(1, &json!({})), "1");
+        assert_eq!(subject(&["0".into()], "is", "are"), "endpoint 0 is");
         assert_eq!(
-            classify(&json!({"port": "web"}), never),
-            Endpoint::Plain {
-                scheme_present: false
-            }
-        );
-        assert_eq!(
-            classify(&json!({"port": "web", "scheme": "HTTP"}), never),
-            Endpoint::Plain {
-                scheme_present: true
-            }
-        );
-        assert_eq!(
-            classify(&json!({"scheme": "https"}), never),
-            Endpoint::OwnTls
-        );
-        assert_eq!(
-            classify(&json!({"scheme": "HTTPS"}), never),
-            Endpoint::OwnTls
-        );
-        assert_eq!(classify(&json!({"tlsConfig": {}}), never), Endpoint::OwnTls);
-        assert_eq!(
-            classify(&json!({"scheme": "http", "tlsConfig": {"ca": {}}}), never),
-            Endpoint::OwnTls
-        );
-        assert_eq!(
-            classify(&json!({"scheme": "ftp"}), never),
-            Endpoint::UnknownScheme("ftp".into())
-        );
-        assert_eq!(
-            classify(&json!({"tlsConfig": null}), never),
-            Endpoint::Plain {
-                scheme_present: false
-            }
+            subject(&["0".into(), "1".into()], "is", "are"),
+            "endpoints 0, 1 are"
         );
     }
 }

@@ -1,12 +1,14 @@
 //! The mutations of SPEC.md: object in, patch and warnings out, no I/O.
 //!
-//! One module per kind ([`pod`], [`prometheus`], [`service_monitor`],
-//! [`pod_monitor`]); what pods and `Prometheus` pod templates share lives in
-//! [`pod_template`], what both monitor kinds share in [`endpoints`].
+//! One module per kind ([`pod`], [`prometheus`] for `Prometheus` and
+//! `PrometheusAgent`, [`service_monitor`], [`pod_monitor`]); what pods and
+//! the pod templates share lives in [`pod_template`], what both monitor
+//! kinds share in [`monitor`] and [`endpoints`].
 
 mod annotations;
 pub mod config;
 mod endpoints;
+mod monitor;
 pub mod patch;
 mod pod;
 mod pod_monitor;
@@ -21,7 +23,7 @@ pub mod view;
 use json_patch::Patch;
 use serde_json::Value;
 
-pub use config::{MutationConfig, PodMonitorMode};
+pub use config::{MonitorMode, MutationConfig};
 pub use selector::LabelSelector;
 
 /// The kinds this webhook knows, recognised by group and kind.
@@ -29,6 +31,7 @@ pub use selector::LabelSelector;
 pub enum Kind {
     Pod,
     Prometheus,
+    PrometheusAgent,
     ServiceMonitor,
     PodMonitor,
 }
@@ -39,6 +42,7 @@ impl Kind {
         match (group, kind) {
             ("", "Pod") => Some(Self::Pod),
             ("monitoring.coreos.com", "Prometheus") => Some(Self::Prometheus),
+            ("monitoring.coreos.com", "PrometheusAgent") => Some(Self::PrometheusAgent),
             ("monitoring.coreos.com", "ServiceMonitor") => Some(Self::ServiceMonitor),
             ("monitoring.coreos.com", "PodMonitor") => Some(Self::PodMonitor),
             _ => None,
@@ -55,8 +59,18 @@ impl Kind {
         match self {
             Self::Pod => "Pod",
             Self::Prometheus => "Prometheus",
+            Self::PrometheusAgent => "PrometheusAgent",
             Self::ServiceMonitor => "ServiceMonitor",
             Self::PodMonitor => "PodMonitor",
+        }
+    }
+
+    /// The API version whose schema the rules are written for; a review of
+    /// another version is answered without a patch.
+    pub fn version(self) -> &'static str {
+        match self {
+            Self::PrometheusAgent => "v1alpha1",
+            Self::Pod | Self::Prometheus | Self::ServiceMonitor | Self::PodMonitor => "v1",
         }
     }
 }
@@ -88,9 +102,12 @@ pub enum Outcome {
     Patched,
     /// In scope, and already carries everything (the patch is empty).
     Unchanged,
-    /// Out of scope: another kind or operation, not selected, opted out, or
-    /// impossible to change safely (a warning then says why).
+    /// Out of scope: another kind, version or operation, not selected, or
+    /// opted out.
     Skipped,
+    /// In scope, but impossible to change safely: a field of the wrong type,
+    /// an annotation that cannot be merged. Left alone; a warning says why.
+    Refused,
 }
 
 impl Outcome {
@@ -99,6 +116,7 @@ impl Outcome {
             Self::Patched => "patched",
             Self::Unchanged => "unchanged",
             Self::Skipped => "skipped",
+            Self::Refused => "refused",
         }
     }
 }
@@ -113,18 +131,26 @@ pub struct Mutation {
 }
 
 impl Mutation {
-    fn skipped(warnings: Vec<String>) -> Self {
+    fn empty(outcome: Outcome, warnings: Vec<String>) -> Self {
         Self {
             patch: Patch(Vec::new()),
             warnings,
-            outcome: Outcome::Skipped,
+            outcome,
         }
+    }
+
+    fn skipped(warnings: Vec<String>) -> Self {
+        Self::empty(Outcome::Skipped, warnings)
+    }
+
+    fn refused(warnings: Vec<String>) -> Self {
+        Self::empty(Outcome::Refused, warnings)
     }
 
     fn from_patch(patch: patch::PatchBuilder, mut warnings: Vec<String>) -> Self {
         if let Some(refused) = patch.refused() {
             warnings.push(format!("{refused}; the object was left unchanged"));
-            return Self::skipped(warnings);
+            return Self::refused(warnings);
         }
         let outcome = if patch.is_empty() {
             Outcome::Unchanged
@@ -167,29 +193,40 @@ pub fn describe_object(kind: &str, namespace: &str, object: &Value) -> String {
     }
 }
 
-/// Computes the patch for `object` of `kind`.
+/// Computes the patch for `object` of `kind`. `relabelings` are the scrape
+/// class's rules in force (a JSON array, see [`crate::mesh::Rendering`]):
+/// what a `Prometheus` or `PrometheusAgent` that lacks the class gets, and
+/// what `--monitors=endpoints` writes into ServiceMonitor endpoints.
 pub fn mutate(
     kind: Kind,
     operation: Operation,
     object: &Value,
     config: &MutationConfig,
+    relabelings: &Value,
 ) -> Mutation {
     if !object.is_object() {
-        return Mutation::skipped(vec![
+        return Mutation::refused(vec![
             "the object is not a mapping; it was left unchanged".into(),
         ]);
     }
     match (kind, operation) {
         (Kind::Pod, Operation::Create) => pod::mutate(object, config),
-        (Kind::Prometheus, Operation::Create | Operation::Update) => {
-            prometheus::mutate(object, config)
+        (Kind::Prometheus | Kind::PrometheusAgent, Operation::Create | Operation::Update) => {
+            prometheus::mutate(object, config, relabelings)
         }
         (Kind::ServiceMonitor, Operation::Create | Operation::Update) => {
-            service_monitor::mutate(object, config)
+            service_monitor::mutate(object, config, relabelings)
         }
         (Kind::PodMonitor, Operation::Create | Operation::Update) => {
             pod_monitor::mutate(object, config)
         }
         _ => Mutation::skipped(Vec::new()),
     }
+}
+
+/// Whether a `Prometheus` or `PrometheusAgent` opted out (on the resource or
+/// its pod template): then it gets no scrape class, from the admission path
+/// or from the controller.
+pub fn scrape_class_opted_out(object: &Value, config: &MutationConfig) -> bool {
+    prometheus::opted_out(object, config, &mut Vec::new())
 }

@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 
 use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
+use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
 use serde_json::Value;
 
 /// A JSON Pointer under construction, e.g. `Path::root().key("spec").key("volumes")`:
@@ -92,6 +92,15 @@ impl PatchBuilder {
         }
     }
 
+    /// Removes a value that exists. Used only for what this webhook itself
+    /// wrote before (its stale rules, an earlier version's endpoint TLS).
+    pub fn remove(&mut self, path: Path) {
+        if let Some(path) = self.pointer(path) {
+            self.operations
+                .push(PatchOperation::Remove(RemoveOperation { path }));
+        }
+    }
+
     /// [`Path`] only builds valid pointers; should one ever not be, the
     /// object is left alone rather than sent a patch the API server refuses.
     fn pointer(&mut self, path: Path) -> Option<PointerBuf> {
@@ -133,7 +142,7 @@ impl PatchBuilder {
         }
     }
 
-    fn refuse(&mut self, path: &Path, expected: &str) {
+    pub fn refuse(&mut self, path: &Path, expected: &str) {
         if self.refused.is_none() {
             self.refused = Some(format!("{path} is not a {expected}"));
         }

@@ -1,17 +1,19 @@
-//! Pods (CREATE): the certificate volume, Istio's annotations, the mount in
-//! the Prometheus container, and, when Istio's injector ran first, the
+//! Pods (CREATE): the certificate volume, Istio's annotations, the injection
+//! label, the mount in the Prometheus container, the status annotation once
+//! that mount is in place, and, when Istio's injector ran first, the
 //! sidecar's `OUTPUT_CERTS` and mount.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::annotations::{AnnotationPlan, inject_choice};
 use super::patch::{PatchBuilder, Path};
-use super::pod_template::{ensure_mount, ensure_volume, find_named};
+use super::pod_template::{
+    ISTIO_PROXY, ensure_injection_label, ensure_mount, ensure_volume, find_named,
+    find_prometheus_container,
+};
 use super::{Mutation, MutationConfig};
 
-const ISTIO_PROXY: &str = "istio-proxy";
 const OUTPUT_CERTS: &str = "OUTPUT_CERTS";
-const SIDECAR_INJECT: &str = "sidecar.istio.io/inject";
 
 pub fn mutate(pod: &Value, config: &MutationConfig) -> Mutation {
     let metadata = pod.get("metadata");
@@ -34,26 +36,23 @@ pub fn mutate(pod: &Value, config: &MutationConfig) -> Mutation {
         Ok(plan) => plan,
         Err(reason) => {
             warnings.push(format!("{reason}; the pod was left unchanged"));
-            return Mutation::skipped(warnings);
+            return Mutation::refused(warnings);
         }
     };
     warnings.append(&mut plan.warnings);
-    if sidecar_disabled(annotation_map) || sidecar_disabled(labels) {
-        warnings.push(format!(
-            "{SIDECAR_INJECT} is false: without a sidecar nothing writes the certificates Prometheus is given"
-        ));
-    }
 
     let mut patch = PatchBuilder::default();
     let spec = pod.get("spec");
     let spec_path = Path::root().key("spec");
-    patch.require_mapping(&Path::root().key("metadata"), metadata);
+    let metadata_path = Path::root().key("metadata");
+    patch.require_mapping(&metadata_path, metadata);
     patch.require_mapping(&spec_path, spec);
-    plan.emit(
-        &Path::root().key("metadata").key("annotations"),
-        annotations,
+    warnings.extend(ensure_injection_label(
+        &metadata_path.key("labels"),
+        metadata.and_then(|m| m.get("labels")),
+        annotation_map,
         &mut patch,
-    );
+    ));
     ensure_volume(
         &spec_path.key("volumes"),
         spec.and_then(|s| s.get("volumes")),
@@ -62,24 +61,35 @@ pub fn mutate(pod: &Value, config: &MutationConfig) -> Mutation {
     );
 
     let containers = spec.and_then(|s| s.get("containers"));
-    match find_named(containers, &config.prometheus_container) {
-        Some((index, container)) => {
+    let mounted = match find_prometheus_container(containers, config) {
+        Ok((index, container)) => {
             let container_path = spec_path.key("containers").index(index);
-            warnings.extend(ensure_mount(
+            let name = container
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or(&config.prometheus_container);
+            let blocked = ensure_mount(
                 &container_path.key("volumeMounts"),
                 container.get("volumeMounts"),
                 &config.prometheus_cert_dir,
                 true,
-                &config.prometheus_container,
+                name,
                 config,
                 &mut patch,
-            ));
+            );
+            let mounted = blocked.is_none();
+            warnings.extend(blocked);
+            mounted
         }
-        None => warnings.push(format!(
-            "the pod has no container named {}, so {} was not mounted into Prometheus",
-            config.prometheus_container, config.volume_name
-        )),
+        Err(warning) => {
+            warnings.push(warning);
+            false
+        }
+    };
+    if mounted {
+        plan.mark_injected(annotation_map, config);
     }
+    plan.emit(&metadata_path.key("annotations"), annotations, &mut patch);
 
     // Istio's injector reads the annotations only when it injects. If its
     // sidecar is already here (a container, or a native sidecar among the
@@ -143,12 +153,4 @@ fn wire_injected_sidecar(
         config,
         patch,
     ));
-}
-
-/// `sidecar.istio.io/inject: "false"`, as an annotation or (newer Istio) a label.
-fn sidecar_disabled(labels_or_annotations: Option<&Map<String, Value>>) -> bool {
-    labels_or_annotations
-        .and_then(|map| map.get(SIDECAR_INJECT))
-        .and_then(Value::as_str)
-        .is_some_and(|value| value.eq_ignore_ascii_case("false"))
 }

@@ -1,41 +1,42 @@
-//! prometheus-operator `Prometheus` resources (CREATE and UPDATE): the pod
-//! changes go into the template the operator renders pods from
-//! (`spec.podMetadata.annotations`, `spec.volumes`, `spec.volumeMounts`), so
-//! its pods carry them whatever the order of webhooks; and the scrape class
-//! PodMonitors use is added to `spec.scrapeClasses`.
+//! prometheus-operator `Prometheus` (v1) and `PrometheusAgent` (v1alpha1)
+//! resources, CREATE and UPDATE. Both share the fields this touches.
+//!
+//! The pod changes go into the template the operator renders pods from
+//! (`spec.podMetadata.annotations` and `.labels`, `spec.volumes`,
+//! `spec.volumeMounts`, which the operator mounts into its `prometheus`
+//! container), so its pods carry them whatever the order of webhooks. And
+//! the resource gets the scrape class that monitors join, unless it has one
+//! of that name already: from then on the class is kept current by the
+//! controller ([`crate::mesh::controller`]), never rewritten here, so that a
+//! replica whose view of the mesh lags cannot undo a newer rendering.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::annotations::{AnnotationPlan, inject_choice};
 use super::patch::{PatchBuilder, Path};
-use super::pod_template::{ensure_mount, ensure_volume, find_named};
-use super::{Mutation, MutationConfig, PodMonitorMode};
+use super::pod_template::{ensure_injection_label, ensure_mount, ensure_volume, find_named};
+use super::{Mutation, MutationConfig};
 
-pub fn mutate(prometheus: &Value, config: &MutationConfig) -> Mutation {
+/// The container prometheus-operator renders, which `spec.volumeMounts` go into.
+const OPERATOR_CONTAINER: &str = "prometheus";
+
+pub fn mutate(prometheus: &Value, config: &MutationConfig, relabelings: &Value) -> Mutation {
+    let mut warnings = Vec::new();
+    if opted_out(prometheus, config, &mut warnings) {
+        return Mutation::skipped(warnings);
+    }
     let spec = prometheus.get("spec");
     let pod_metadata = spec.and_then(|s| s.get("podMetadata"));
     let pod_annotations = pod_metadata.and_then(|m| m.get("annotations"));
-    let own_annotations = prometheus
-        .get("metadata")
-        .and_then(|m| m.get("annotations"))
-        .and_then(Value::as_object);
+    let pod_annotation_map = pod_annotations.and_then(Value::as_object);
 
-    // Opting out on the resource or on its pod template leaves it alone.
-    let mut warnings = Vec::new();
-    let opted_out = [own_annotations, pod_annotations.and_then(Value::as_object)]
-        .into_iter()
-        .any(|annotations| inject_choice(annotations, config, &mut warnings) == Some(false));
-    if opted_out {
-        return Mutation::skipped(warnings);
-    }
-
-    let mut plan = match AnnotationPlan::new(pod_annotations.and_then(Value::as_object), config) {
+    let mut plan = match AnnotationPlan::new(pod_annotation_map, config) {
         Ok(plan) => plan,
         Err(reason) => {
             warnings.push(format!(
-                "spec.podMetadata.annotations: {reason}; the Prometheus was left unchanged"
+                "spec.podMetadata.annotations: {reason}; the object was left unchanged"
             ));
-            return Mutation::skipped(warnings);
+            return Mutation::refused(warnings);
         }
     };
     warnings.append(&mut plan.warnings);
@@ -45,39 +46,64 @@ pub fn mutate(prometheus: &Value, config: &MutationConfig) -> Mutation {
     patch.ensure_mapping(&spec_path, spec);
     let pod_metadata_path = spec_path.key("podMetadata");
     patch.ensure_mapping(&pod_metadata_path, pod_metadata);
-    plan.emit(
-        &pod_metadata_path.key("annotations"),
-        pod_annotations,
+    warnings.extend(ensure_injection_label(
+        &pod_metadata_path.key("labels"),
+        pod_metadata.and_then(|m| m.get("labels")),
+        pod_annotation_map,
         &mut patch,
-    );
-
+    ));
     ensure_volume(
         &spec_path.key("volumes"),
         spec.and_then(|s| s.get("volumes")),
         config,
         &mut patch,
     );
-    // The operator appends `spec.volumeMounts` to its `prometheus` container.
-    warnings.extend(ensure_mount(
+    let blocked = ensure_mount(
         &spec_path.key("volumeMounts"),
         spec.and_then(|s| s.get("volumeMounts")),
         &config.prometheus_cert_dir,
         true,
-        "prometheus",
+        OPERATOR_CONTAINER,
         config,
         &mut patch,
-    ));
+    );
+    match blocked {
+        Some(warning) => warnings.push(warning),
+        None => plan.mark_injected(pod_annotation_map, config),
+    }
+    plan.emit(
+        &pod_metadata_path.key("annotations"),
+        pod_annotations,
+        &mut patch,
+    );
 
-    if config.pod_monitors == PodMonitorMode::ScrapeClass {
+    if config.manages_scrape_class() {
         let classes = spec.and_then(|s| s.get("scrapeClasses"));
         if find_named(classes, &config.scrape_class).is_none() {
             patch.add_to_array(
                 &spec_path.key("scrapeClasses"),
                 classes,
-                json!({"name": config.scrape_class, "tlsConfig": config.scrape_tls_config()}),
+                config.scrape_class_entry(relabelings),
             );
         }
     }
 
     Mutation::from_patch(patch, warnings)
+}
+
+/// Opting out on the resource or on its pod template leaves it alone; its
+/// pods are then opted out as well. The controller asks the same question.
+pub fn opted_out(prometheus: &Value, config: &MutationConfig, warnings: &mut Vec<String>) -> bool {
+    let own = prometheus
+        .get("metadata")
+        .and_then(|m| m.get("annotations"))
+        .and_then(Value::as_object);
+    let template = prometheus
+        .get("spec")
+        .and_then(|s| s.get("podMetadata"))
+        .and_then(|m| m.get("annotations"))
+        .and_then(Value::as_object);
+    [own, template]
+        .into_iter()
+        .any(|annotations| inject_choice(annotations, config, warnings) == Some(false))
 }

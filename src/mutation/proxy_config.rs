@@ -1,12 +1,14 @@
 //! `proxy.istio.io/config`: a ProxyConfig as YAML or JSON, into which
-//! `proxyMetadata.OUTPUT_CERTS` is merged without losing any other key.
+//! `proxyMetadata.OUTPUT_CERTS` and `holdApplicationUntilProxyStarts: true`
+//! are merged without losing any other key.
 //!
 //! Istio parses the annotation with Go's YAML 1.1 rules and rejects the pod if
 //! the result is not a valid ProxyConfig, so the text is read with those rules.
-//! YAML is edited in place (one line inserted, the user's comments and layout
+//! YAML is edited in place (lines inserted, the user's comments and layout
 //! kept) when re-reading the edit proves it means exactly the old config plus
-//! `OUTPUT_CERTS`; otherwise it is written back unambiguously (see
-//! [`crate::yaml`]). JSON stays JSON.
+//! the additions; otherwise it is written back as JSON, which Istio's YAML
+//! reader takes as it is and which no reader can take for anything else.
+//! JSON stays JSON.
 
 use serde_json::{Map, Value};
 
@@ -15,6 +17,11 @@ use crate::yaml;
 pub const ANNOTATION: &str = "proxy.istio.io/config";
 const PROXY_METADATA: &str = "proxyMetadata";
 const OUTPUT_CERTS: &str = "OUTPUT_CERTS";
+/// Istio then starts the application containers after the sidecar is ready,
+/// so the certificate files exist when Prometheus first loads its
+/// configuration (a missing file fails the whole scrape pool until the next
+/// reload, http targets included).
+const HOLD_APPLICATION: &str = "holdApplicationUntilProxyStarts";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Format {
@@ -28,6 +35,21 @@ pub struct ProxyConfig {
     format: Format,
     source: String,
     fields: Map<String, Value>,
+}
+
+/// What a merge adds; each is added only where the user has not set it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Additions<'a> {
+    /// `proxyMetadata.OUTPUT_CERTS`.
+    pub output_certs: Option<&'a str>,
+    /// `holdApplicationUntilProxyStarts: true`.
+    pub hold_application: bool,
+}
+
+impl Additions<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.output_certs.is_none() && !self.hold_application
+    }
 }
 
 impl ProxyConfig {
@@ -74,68 +96,93 @@ impl ProxyConfig {
         }
     }
 
-    /// The annotation text with `OUTPUT_CERTS` set to `dir`, every other key
-    /// kept in its place. Call only when [`Self::output_certs`] is `None`.
-    pub fn with_output_certs(mut self, dir: &str) -> String {
-        let metadata = self
-            .fields
-            .entry(PROXY_METADATA)
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !metadata.is_object() {
-            *metadata = Value::Object(Map::new());
+    /// Whether the user set `holdApplicationUntilProxyStarts` (to anything:
+    /// their choice stands).
+    pub fn sets_hold_application(&self) -> bool {
+        self.fields
+            .get(HOLD_APPLICATION)
+            .is_some_and(|v| !v.is_null())
+    }
+
+    /// The annotation text with `additions` merged, every other key kept in
+    /// its place. Ask only for what [`Self::output_certs`] and
+    /// [`Self::sets_hold_application`] say is missing.
+    pub fn with(mut self, additions: Additions<'_>) -> String {
+        if let Some(dir) = additions.output_certs {
+            let metadata = self
+                .fields
+                .entry(PROXY_METADATA)
+                .or_insert_with(|| Value::Object(Map::new()));
+            if !metadata.is_object() {
+                *metadata = Value::Object(Map::new());
+            }
+            if let Value::Object(metadata) = metadata {
+                metadata.insert(OUTPUT_CERTS.to_owned(), Value::String(dir.to_owned()));
+            }
         }
-        if let Value::Object(metadata) = metadata {
-            metadata.insert(OUTPUT_CERTS.to_owned(), Value::String(dir.to_owned()));
+        if additions.hold_application {
+            self.fields
+                .insert(HOLD_APPLICATION.to_owned(), Value::Bool(true));
         }
         let fields = Value::Object(self.fields);
         match self.format {
             Format::Json => fields.to_string(),
-            Format::Yaml => insert_in_place(&self.source, dir)
+            Format::Yaml => insert_in_place(&self.source, additions)
                 .filter(|edited| yaml::parse_one(edited).is_ok_and(|v| v == fields))
-                .unwrap_or_else(|| yaml::to_string(&fields)),
+                .unwrap_or_else(|| fields.to_string()),
         }
     }
 
     /// The annotation for a pod that has none: YAML, as Istio's docs write it.
-    pub fn new_with_output_certs(dir: &str) -> String {
+    pub fn new_with(dir: &str) -> String {
         format!(
-            "{PROXY_METADATA}:\n  {OUTPUT_CERTS}: {}\n",
+            "{PROXY_METADATA}:\n  {OUTPUT_CERTS}: {}\n{HOLD_APPLICATION}: true\n",
             yaml::scalar(dir)
         )
     }
 }
 
-/// The user's block YAML with an `OUTPUT_CERTS` line added: as the first
-/// entry under a top-level `proxyMetadata:`, or with a new `proxyMetadata`
-/// at the end. `None` where the layout is not that simple (flow style, tabs,
-/// CRLF); the caller verifies the result either way.
-fn insert_in_place(source: &str, dir: &str) -> Option<String> {
-    if source.trim().is_empty() || source.contains(['\r', '\t']) {
+/// The user's block YAML with the additions inserted: `OUTPUT_CERTS` as the
+/// first entry under a top-level `proxyMetadata:` (or a new `proxyMetadata`
+/// at the end), `holdApplicationUntilProxyStarts` as a last top-level line.
+/// `None` where the layout is not that simple (flow style, tabs, CRLF); the
+/// caller verifies the result either way.
+fn insert_in_place(source: &str, additions: Additions<'_>) -> Option<String> {
+    if source.contains(['\r', '\t']) {
         return None;
     }
-    let entry = format!("OUTPUT_CERTS: {}", yaml::scalar(dir));
-    let mut lines: Vec<String> = source.lines().map(str::to_owned).collect();
-    let is_header = |line: &str| {
-        line.strip_prefix(PROXY_METADATA)
-            .and_then(|rest| rest.strip_prefix(':'))
-            .is_some_and(|rest| rest.trim().is_empty() || rest.trim_start().starts_with('#'))
+    // A blank value: the documented form, as for a pod without one.
+    let mut lines: Vec<String> = match source.trim() {
+        "" => Vec::new(),
+        _ => source.lines().map(str::to_owned).collect(),
     };
-    match lines.iter().position(|line| is_header(line)) {
-        Some(header) => {
-            let indent = lines
-                .iter()
-                .skip(header + 1)
-                .find(|line| !line.trim().is_empty() && !line.trim_start().starts_with('#'))
-                .map(|line| line.len() - line.trim_start().len())
-                .filter(|&indent| indent > 0)
-                .unwrap_or(2);
-            lines.insert(header + 1, format!("{}{entry}", " ".repeat(indent)));
+    if let Some(dir) = additions.output_certs {
+        let entry = format!("{OUTPUT_CERTS}: {}", yaml::scalar(dir));
+        let is_header = |line: &str| {
+            line.strip_prefix(PROXY_METADATA)
+                .and_then(|rest| rest.strip_prefix(':'))
+                .is_some_and(|rest| rest.trim().is_empty() || rest.trim_start().starts_with('#'))
+        };
+        match lines.iter().position(|line| is_header(line)) {
+            Some(header) => {
+                let indent = lines
+                    .iter()
+                    .skip(header + 1)
+                    .find(|line| !line.trim().is_empty() && !line.trim_start().starts_with('#'))
+                    .map(|line| line.len() - line.trim_start().len())
+                    .filter(|&indent| indent > 0)
+                    .unwrap_or(2);
+                lines.insert(header + 1, format!("{}{entry}", " ".repeat(indent)));
+            }
+            None if lines.iter().any(|line| line.starts_with(PROXY_METADATA)) => return None,
+            None => {
+                lines.push(format!("{PROXY_METADATA}:"));
+                lines.push(format!("  {entry}"));
+            }
         }
-        None if lines.iter().any(|line| line.starts_with(PROXY_METADATA)) => return None,
-        None => {
-            lines.push(format!("{PROXY_METADATA}:"));
-            lines.push(format!("  {entry}"));
-        }
+    }
+    if additions.hold_application {
+        lines.push(format!("{HOLD_APPLICATION}: true"));
     }
     Some(lines.join("\n") + "\n")
 }
@@ -148,14 +195,65 @@ mod tests {
     fn merged(text: &str) -> String {
         let config = ProxyConfig::parse(text).unwrap();
         assert_eq!(config.output_certs().unwrap(), None);
-        config.with_output_certs("/etc/istio-output-certs")
+        config.with(Additions {
+            output_certs: Some("/etc/istio-output-certs"),
+            hold_application: false,
+        })
     }
 
     #[test]
     fn writes_the_documented_form_when_absent() {
+        let text = ProxyConfig::new_with("/etc/istio-output-certs");
         assert_eq!(
-            ProxyConfig::new_with_output_certs("/etc/istio-output-certs"),
-            "proxyMetadata:\n  OUTPUT_CERTS: /etc/istio-output-certs\n"
+            text,
+            "proxyMetadata:\n  OUTPUT_CERTS: /etc/istio-output-certs\nholdApplicationUntilProxyStarts: true\n"
+        );
+        assert_eq!(
+            yaml::parse_one(&text).unwrap(),
+            json!({"proxyMetadata": {"OUTPUT_CERTS": "/etc/istio-output-certs"}, "holdApplicationUntilProxyStarts": true})
+        );
+    }
+
+    #[test]
+    fn adds_hold_application_unless_the_user_set_it() {
+        let config = ProxyConfig::parse("# ours\nconcurrency: 2\n").unwrap();
+        assert!(!config.sets_hold_application());
+        let both = Additions {
+            output_certs: Some("/certs"),
+            hold_application: true,
+        };
+        assert_eq!(
+            config.with(both),
+            "# ours\nconcurrency: 2\nproxyMetadata:\n  OUTPUT_CERTS: /certs\nholdApplicationUntilProxyStarts: true\n"
+        );
+        for text in [
+            "holdApplicationUntilProxyStarts: false\n",
+            "{\"holdApplicationUntilProxyStarts\": false}",
+        ] {
+            assert!(
+                ProxyConfig::parse(text).unwrap().sets_hold_application(),
+                "{text}"
+            );
+        }
+        let json = ProxyConfig::parse(r#"{"concurrency":2}"#)
+            .unwrap()
+            .with(both);
+        assert_eq!(
+            json,
+            r#"{"concurrency":2,"proxyMetadata":{"OUTPUT_CERTS":"/certs"},"holdApplicationUntilProxyStarts":true}"#
+        );
+    }
+
+    #[test]
+    fn a_nested_block_at_the_end_is_closed_by_the_new_top_level_line() {
+        let config = ProxyConfig::parse("proxyMetadata:\n  A: b\n").unwrap();
+        let out = config.with(Additions {
+            output_certs: None,
+            hold_application: true,
+        });
+        assert_eq!(
+            out,
+            "proxyMetadata:\n  A: b\nholdApplicationUntilProxyStarts: true\n"
         );
     }
 
@@ -194,9 +292,13 @@ mod tests {
     }
 
     #[test]
-    fn rewrites_when_an_edit_in_place_would_change_the_meaning() {
+    fn rewrites_as_json_when_an_edit_in_place_would_change_the_meaning() {
         // Indented top-level mapping: appending at column 0 would not parse
-        // as the same document, so the config is written anew.
+        // as the same document, so the config is written anew, as JSON.
+        assert_eq!(
+            merged("  concurrency: 2\n"),
+            r#"{"concurrency":2,"proxyMetadata":{"OUTPUT_CERTS":"/etc/istio-output-certs"}}"#
+        );
         let out = merged("  concurrency: 2\n");
         assert_eq!(
             yaml::parse_one(&out).unwrap(),

@@ -56,6 +56,7 @@ const MOUNT: Keep = Fields(&[("name", All), ("mountPath", All)]);
 const ENV_VAR: Keep = Fields(&[("name", All), ("value", All)]);
 const CONTAINER: Keep = Fields(&[
     ("name", All),
+    ("image", All),
     ("volumeMounts", Items(&MOUNT)),
     ("env", Items(&ENV_VAR)),
 ]);
@@ -66,6 +67,7 @@ const ENDPOINT: Keep = Fields(&[
     ("targetPort", All),
     ("portNumber", All),
     ("path", All),
+    ("relabelings", All),
 ]);
 
 const POD: Keep = Fields(&[
@@ -84,7 +86,10 @@ const PROMETHEUS: Keep = Fields(&[
     (
         "spec",
         Fields(&[
-            ("podMetadata", Fields(&[("annotations", ANNOTATIONS)])),
+            (
+                "podMetadata",
+                Fields(&[("annotations", ANNOTATIONS), ("labels", All)]),
+            ),
             ("volumes", Items(&NAMED)),
             ("volumeMounts", Items(&MOUNT)),
             ("scrapeClasses", Items(&NAMED)),
@@ -93,7 +98,10 @@ const PROMETHEUS: Keep = Fields(&[
 ]);
 const SERVICE_MONITOR: Keep = Fields(&[
     ("metadata", METADATA),
-    ("spec", Fields(&[("endpoints", Items(&ENDPOINT))])),
+    (
+        "spec",
+        Fields(&[("scrapeClass", All), ("endpoints", Items(&ENDPOINT))]),
+    ),
 ]);
 const POD_MONITOR: Keep = Fields(&[
     ("metadata", METADATA),
@@ -109,7 +117,7 @@ const POD_MONITOR: Keep = Fields(&[
 fn fields_read(kind: Kind) -> &'static Keep {
     match kind {
         Kind::Pod => &POD,
-        Kind::Prometheus => &PROMETHEUS,
+        Kind::Prometheus | Kind::PrometheusAgent => &PROMETHEUS,
         Kind::ServiceMonitor => &SERVICE_MONITOR,
         Kind::PodMonitor => &POD_MONITOR,
     }
@@ -275,7 +283,7 @@ mod tests {
             view,
             json!({
                 "metadata": {"name": "p", "labels": {"a": "b"}, "annotations": {"x": "y"}},
-                "spec": {"containers": [{"name": "c", "volumeMounts": [{"name": "v", "mountPath": "/v"}]}]}
+                "spec": {"containers": [{"name": "c", "image": "i", "volumeMounts": [{"name": "v", "mountPath": "/v"}]}]}
             })
         );
     }

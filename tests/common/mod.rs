@@ -24,7 +24,7 @@ use tokio_rustls::client::TlsStream;
 
 /// Where the shared AdmissionReview fixtures live.
 pub fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/admission")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission")
 }
 
 /// Every fixture: file name and parsed review.

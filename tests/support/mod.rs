@@ -7,8 +7,58 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use json_patch::{Patch, PatchOperation};
+use std::sync::LazyLock;
+
+use prom_mtls_webhook::mesh::{MeshPolicy, ModeSource, MtlsMode, PeerAuthentication, Rendering};
 use prom_mtls_webhook::mutation::{Kind, Mutation, MutationConfig, Operation, mutate, view};
 use serde_json::{Value, json};
+
+/// A rendering with namespace, workload and port rules, so that patches
+/// carry rules of every kind: what the golden, fixture and property tests
+/// pass as the class's relabelings.
+pub static RULES: LazyLock<Rendering> = LazyLock::new(|| {
+    let policy = |namespace: &str,
+                  name: &str,
+                  selector: &[(&str, &str)],
+                  mode,
+                  ports: &[(u32, MtlsMode)]| PeerAuthentication {
+        namespace: namespace.into(),
+        name: name.into(),
+        created: 1_700_000_000,
+        selector: selector
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect(),
+        mode,
+        port_level: ports.iter().copied().collect(),
+    };
+    let policies = [
+        policy("istio-system", "default", &[], MtlsMode::Strict, &[]),
+        policy("legacy", "default", &[], MtlsMode::Permissive, &[]),
+        policy(
+            "bookinfo",
+            "reviews",
+            &[("app", "reviews")],
+            MtlsMode::Unset,
+            &[(9080, MtlsMode::Permissive)],
+        ),
+    ];
+    Rendering::new(
+        ModeSource::Watch,
+        MeshPolicy::compose(&policies, "istio-system"),
+    )
+});
+
+pub fn rules() -> &'static Value {
+    &RULES.relabelings
+}
+
+/// The rules for a mesh taken as STRICT throughout: the smallest rendering,
+/// which the golden files carry (the rendering has golden files of its own).
+pub fn strict_rules() -> &'static Value {
+    static STRICT: LazyLock<Rendering> = LazyLock::new(Rendering::assumed_strict);
+    &STRICT.relabelings
+}
 
 /// The files in `dir` whose name ends in `.<extension>`, sorted.
 pub fn files_with_extension(dir: &Path, extension: &str) -> Vec<PathBuf> {
@@ -39,8 +89,9 @@ pub fn decoded_patch(response: &Value) -> Value {
 }
 
 /// The only existing values a patch may rewrite: the merged Istio
-/// annotations, the webhook's own status annotation, and `scheme: http`.
-fn may_replace(path: &str, config: &MutationConfig) -> bool {
+/// annotations, the webhook's own status annotation, and an earlier
+/// version's `scheme: https` on an endpoint, turned back into `http`.
+fn may_replace(path: &str, value: &Value, config: &MutationConfig) -> bool {
     let status = format!("{}status", config.annotation_prefix).replace('/', "~1");
     let annotation = |key: &str| {
         path.ends_with(&format!("/annotations/{key}"))
@@ -49,17 +100,44 @@ fn may_replace(path: &str, config: &MutationConfig) -> bool {
     annotation("proxy.istio.io~1config")
         || annotation("sidecar.istio.io~1userVolumeMount")
         || annotation(&status)
-        || (path.ends_with("/scheme")
-            && (path.starts_with("/spec/endpoints/")
-                || path.starts_with("/spec/podMetricsEndpoints/")))
+        || (path.ends_with("/scheme") && endpoint_path(path) && value == "http")
+}
+
+fn endpoint_path(path: &str) -> bool {
+    path.starts_with("/spec/endpoints/") || path.starts_with("/spec/podMetricsEndpoints/")
+}
+
+/// The only values a patch may remove: what this webhook wrote itself (an
+/// earlier version's file `tlsConfig` on an endpoint, the class's rules in
+/// an endpoint's relabelings).
+fn may_remove(path: &str, value: &Value, config: &MutationConfig) -> bool {
+    let segments: Vec<&str> = path.split('/').collect();
+    match segments.as_slice() {
+        [
+            "",
+            "spec",
+            "endpoints" | "podMetricsEndpoints",
+            _,
+            "tlsConfig",
+        ] => *value == config.scrape_tls_config(),
+        ["", "spec", "endpoints", _, "relabelings", _] => {
+            let target = value["targetLabel"].as_str().unwrap_or_default();
+            target.starts_with("__tmp_istio_mtls_")
+                || (target == "__scheme__"
+                    && value["sourceLabels"] == json!(["__tmp_istio_mtls_mode"]))
+        }
+        _ => false,
+    }
 }
 
 /// Applies `patch` to `object` and checks the rules: it applies cleanly,
 /// `add` never lands on an existing value (except to append to a list or to
-/// fill a null), `replace` only where a merge is allowed, nothing else of the
-/// object changes, and no existing value disappears.
+/// fill a null), `replace` and `remove` only where allowed, nothing else of
+/// the object changes, and no other existing value disappears.
 pub fn apply_checked(object: &Value, patch: &Patch, config: &MutationConfig) -> Value {
     let mut result = object.clone();
+    // `object` with only the allowed removals applied: what must survive.
+    let mut kept = object.clone();
     for operation in &patch.0 {
         match operation {
             PatchOperation::Add(add) => {
@@ -75,9 +153,19 @@ pub fn apply_checked(object: &Value, patch: &Patch, config: &MutationConfig) -> 
             PatchOperation::Replace(replace) => {
                 let path = replace.path.to_string();
                 assert!(
-                    may_replace(&path, config),
-                    "replace of {path} is not an allowed merge"
+                    may_replace(&path, &replace.value, config),
+                    "replace of {path} with {} is not an allowed merge",
+                    replace.value
                 );
+            }
+            PatchOperation::Remove(remove) => {
+                let path = remove.path.to_string();
+                let existing = result.pointer(&path).cloned().unwrap_or(Value::Null);
+                assert!(
+                    may_remove(&path, &existing, config),
+                    "remove of {path} ({existing}) is not allowed"
+                );
+                json_patch::patch(&mut kept, std::slice::from_ref(operation)).unwrap();
             }
             other => panic!("unexpected operation {other:?}"),
         }
@@ -88,7 +176,7 @@ pub fn apply_checked(object: &Value, patch: &Patch, config: &MutationConfig) -> 
             )
         });
     }
-    assert_nothing_lost(object, &result, "", config);
+    assert_nothing_lost(&kept, &result, "", config);
     result
 }
 
@@ -113,7 +201,10 @@ fn assert_nothing_lost(before: &Value, after: &Value, path: &str, config: &Mutat
         }
         (Value::Null, _) => {}
         (b, a) if b == a => {}
-        (b, a) => assert!(may_replace(path, config), "{path} changed from {b} to {a}"),
+        (b, a) => assert!(
+            may_replace(path, a, config),
+            "{path} changed from {b} to {a}"
+        ),
     }
 }
 
@@ -125,10 +216,21 @@ pub fn mutate_twice(
     object: &Value,
     config: &MutationConfig,
 ) -> (Mutation, Value) {
-    let first = mutate(kind, operation, object, config);
-    assert_view_is_enough(kind, operation, object, &first, config);
+    mutate_twice_with(kind, operation, object, config, rules())
+}
+
+/// [`mutate_twice`] with the given scrape class rules.
+pub fn mutate_twice_with(
+    kind: Kind,
+    operation: Operation,
+    object: &Value,
+    config: &MutationConfig,
+    rules: &Value,
+) -> (Mutation, Value) {
+    let first = mutate(kind, operation, object, config, rules);
+    assert_view_is_enough(kind, operation, object, &first, config, rules);
     let mutated = apply_checked(object, &first.patch, config);
-    let second = mutate(kind, operation, &mutated, config);
+    let second = mutate(kind, operation, &mutated, config, rules);
     assert!(
         second.patch.0.is_empty(),
         "second pass is not empty: {}",
@@ -146,9 +248,10 @@ fn assert_view_is_enough(
     object: &Value,
     full: &Mutation,
     config: &MutationConfig,
+    rules: &Value,
 ) {
     let view = view::parse(kind, &object.to_string()).unwrap();
-    let from_view = mutate(kind, operation, &view, config);
+    let from_view = mutate(kind, operation, &view, config, rules);
     assert_eq!(
         serde_json::to_value(&from_view.patch).unwrap(),
         serde_json::to_value(&full.patch).unwrap(),

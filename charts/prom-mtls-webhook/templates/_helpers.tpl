@@ -128,17 +128,40 @@ comparison ("lt") is the same byte order the API server sorts with.
 {{- $grace }}
 {{- end }}
 
+{{/* The host of webhook.url (no port, no IPv6 brackets); empty without a URL. */}}
+{{- define "prom-mtls-webhook.urlHost" -}}
+{{- with .Values.webhook.url }}
+{{- $host := (urlParse .).host }}
+{{- if hasPrefix "[" $host }}
+{{- $host = regexReplaceAll "^\\[([^]]*)\\].*$" $host "${1}" }}
+{{- else }}
+{{- $host = regexReplaceAll ":[0-9]+$" $host "" }}
+{{- end }}
+{{- $host }}
+{{- end }}
+{{- end }}
+
+{{/* Whether the pods talk to the Kubernetes API: the ordering check, the PeerAuthentication watch, the scrape class they keep. */}}
+{{- define "prom-mtls-webhook.usesApi" -}}
+{{- or .Values.orderingCheck.enabled (eq .Values.mesh.mtls "watch") (eq .Values.mutation.monitors "scrape-class") }}
+{{- end }}
+
 {{/* Fields that every webhook of the configuration shares: (list $root $failurePolicy $caBundle). */}}
 {{- define "prom-mtls-webhook.webhookCommon" -}}
 {{- $root := index . 0 -}}
 {{- $failurePolicy := index . 1 | default $root.Values.webhook.failurePolicy -}}
-{{- $caBundle := index . 2 -}}
+{{- $caBundle := $root.Values.webhook.caBundle | default (index . 2) -}}
 clientConfig:
+  {{- with $root.Values.webhook.url }}
+  # A webhook outside the cluster (webhook.url).
+  url: {{ . | quote }}
+  {{- else }}
   service:
     name: {{ include "prom-mtls-webhook.fullname" $root }}
     namespace: {{ $root.Release.Namespace }}
     path: /mutate
     port: {{ $root.Values.service.port }}
+  {{- end }}
   {{- with $caBundle }}
   caBundle: {{ . }}
   {{- end }}

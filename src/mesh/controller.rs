@@ -1,0 +1,617 @@
+//! The watch on the mesh, and the scrape class kept current.
+//!
+//! - PeerAuthentications (`security.istio.io/v1`, all namespaces) are
+//!   watched with kube-runtime's watcher into a store; on every change the
+//!   whole set is composed again ([`MeshPolicy::compose`]) and rendered
+//!   ([`super::relabel::render`]). The rendering is what the admission path
+//!   gives a new `Prometheus`, and what existing ones must carry.
+//! - `Prometheus` and `PrometheusAgent` resources are watched the same way.
+//!   Whenever the rendering or one of them changes (and every `resync`
+//!   regardless), each resource that has not opted out and whose class is
+//!   not the current rendering gets it by server-side apply of that one
+//!   list entry: one field manager, forced (the entry is this webhook's, a
+//!   user's `kubectl apply` may have taken it over), and `metadata.uid` set
+//!   so that a resource deleted meanwhile is not created anew.
+//! - Every replica runs this. They compute the same rendering from the
+//!   same policies and write only where the stored class differs from it,
+//!   so once their watches agree none of them writes; two replicas writing
+//!   the same apply at once both succeed without a conflict. A write that
+//!   does not stick (the API server dropped fields: an operator's CRDs older
+//!   than 0.74) is tried [`MAX_ATTEMPTS`] times per rendering, then reported.
+//!
+//! Where PeerAuthentications cannot be read (no Istio CRDs, no permission,
+//! no API server) every sidecar target is taken as STRICT, the seeds'
+//! premise; this is logged and exported as the mode source, and the watch
+//! keeps retrying, so installing Istio later switches to the real modes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use futures_util::StreamExt as _;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::runtime::WatchStreamExt as _;
+use kube::runtime::reflector::Store;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::watcher::{self, Event};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use super::{MeshMtls, MeshPolicy, ModeSource, MtlsMode, PeerAuthentication, Rendering};
+use crate::metrics::Metrics;
+use crate::mutation::{self, Kind, MutationConfig};
+
+/// How often a write that does not stick is tried, per rendering and resource.
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// The controller's settings (`--mesh-*` flags).
+#[derive(Clone, Debug)]
+pub struct MeshConfig {
+    pub mode: MeshMtls,
+    /// Where a selector-less PeerAuthentication sets the mesh-wide mode
+    /// (Istio's `meshConfig.rootNamespace`).
+    pub root_namespace: String,
+    /// The server-side apply field manager that owns the class entry.
+    pub field_manager: String,
+    /// A full pass over every resource this often, whatever happened.
+    pub resync: Duration,
+    /// Changes arriving within this time are handled in one pass.
+    pub debounce: Duration,
+    /// Ready without an answer from the API server after this long (then
+    /// assuming STRICT until the watch answers), so that an API server that
+    /// cannot be reached does not keep every replica out of the Service.
+    pub startup_grace: Duration,
+    /// Whether to talk to a Kubernetes API at all (found as kubectl finds
+    /// it: in-cluster, `KUBECONFIG`, `~/.kube/config`). Off for `--dev`,
+    /// tests and embedders: a laptop's kubeconfig may point at a real cluster.
+    pub use_api: bool,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        Self {
+            mode: MeshMtls::Watch,
+            root_namespace: "istio-system".into(),
+            field_manager: "prom-mtls-webhook".into(),
+            resync: Duration::from_secs(300),
+            debounce: Duration::from_millis(200),
+            startup_grace: Duration::from_secs(10),
+            use_api: true,
+        }
+    }
+}
+
+/// The rendering in force, shared with the admission path and readiness.
+#[derive(Debug)]
+pub struct MeshState {
+    rendering: ArcSwap<Rendering>,
+    /// The modes are known (or the webhook has settled on assuming them).
+    decided: AtomicBool,
+}
+
+impl MeshState {
+    /// What the webhook starts with: for `--mesh-mtls=strict|permissive`
+    /// the final answer; for `watch`, STRICT until the watch has listed.
+    pub fn new(mode: MeshMtls) -> Self {
+        let (rendering, decided) = match mode {
+            MeshMtls::Watch => (Rendering::assumed_strict(), false),
+            MeshMtls::Strict => (Rendering::uniform(ModeSource::Flag, MtlsMode::Strict), true),
+            MeshMtls::Permissive => (
+                Rendering::uniform(ModeSource::Flag, MtlsMode::Permissive),
+                true,
+            ),
+        };
+        Self {
+            rendering: ArcSwap::from_pointee(rendering),
+            decided: AtomicBool::new(decided),
+        }
+    }
+
+    pub fn current(&self) -> Arc<Rendering> {
+        self.rendering.load_full()
+    }
+
+    pub fn is_decided(&self) -> bool {
+        self.decided.load(Ordering::SeqCst)
+    }
+
+    /// Replaces the rendering; `true` if it differs from the one in force.
+    fn set(&self, rendering: Rendering) -> bool {
+        let changed = *self.rendering.load_full() != rendering;
+        if changed {
+            self.rendering.store(Arc::new(rendering));
+        }
+        changed
+    }
+
+    fn decide(&self) {
+        self.decided.store(true, Ordering::SeqCst);
+    }
+}
+
+fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
+}
+
+fn peer_authentications() -> ApiResource {
+    resource(
+        "security.istio.io",
+        "v1",
+        "PeerAuthentication",
+        "peerauthentications",
+    )
+}
+
+/// The kinds that carry the scrape class.
+fn class_holders() -> [(Kind, ApiResource); 2] {
+    [
+        (
+            Kind::Prometheus,
+            resource(
+                "monitoring.coreos.com",
+                Kind::Prometheus.version(),
+                "Prometheus",
+                "prometheuses",
+            ),
+        ),
+        (
+            Kind::PrometheusAgent,
+            resource(
+                "monitoring.coreos.com",
+                Kind::PrometheusAgent.version(),
+                "PrometheusAgent",
+                "prometheusagents",
+            ),
+        ),
+    ]
+}
+
+/// Runs the watches and the writer until the task is aborted.
+pub async fn run(
+    config: MeshConfig,
+    mutation: Arc<MutationConfig>,
+    state: Arc<MeshState>,
+    metrics: Arc<Metrics>,
+) {
+    let current = state.current();
+    metrics.mesh_rendered(&current, current.relabelings.as_array().map_or(0, Vec::len));
+    if !config.use_api {
+        if config.mode == MeshMtls::Watch {
+            info!(
+                "mesh: no Kubernetes API in this mode (--dev): every sidecar target is taken as STRICT"
+            );
+        }
+        state.decide();
+        return;
+    }
+    let client = match kube::Client::try_default().await {
+        Ok(client) => client,
+        Err(error) => {
+            if config.mode == MeshMtls::Watch {
+                warn!(
+                    %error,
+                    "no Kubernetes API to read PeerAuthentications from: every sidecar target is taken as STRICT (--mesh-mtls=strict|permissive says so explicitly)"
+                );
+            } else {
+                warn!(%error, "no Kubernetes API: the scrape class of existing Prometheus resources is not kept");
+            }
+            state.decide();
+            return;
+        }
+    };
+    info!(
+        mode = ?config.mode,
+        root_namespace = %config.root_namespace,
+        source = state.current().source.as_str(),
+        "mesh: watching"
+    );
+
+    let changed = Arc::new(Notify::new());
+    let mut tasks = tokio::task::JoinSet::new();
+    if config.mode == MeshMtls::Watch {
+        tasks.spawn(watch_policies(
+            client.clone(),
+            config.clone(),
+            state.clone(),
+            metrics.clone(),
+            changed.clone(),
+        ));
+        let (grace, state) = (config.startup_grace, state.clone());
+        tasks.spawn(async move {
+            tokio::time::sleep(grace).await;
+            if !state.is_decided() {
+                warn!(
+                    after = ?grace,
+                    "no answer from the API server about PeerAuthentications yet: ready, with every sidecar target taken as STRICT until it answers"
+                );
+                state.decide();
+            }
+        });
+    }
+    if mutation.manages_scrape_class() {
+        let mut stores = Vec::new();
+        for (kind, api_resource) in class_holders() {
+            let writer = Writer::new(api_resource.clone());
+            stores.push((kind, api_resource.clone(), writer.as_reader()));
+            tasks.spawn(watch_class_holders(
+                client.clone(),
+                kind,
+                api_resource,
+                writer,
+                metrics.clone(),
+                changed.clone(),
+            ));
+        }
+        let writer = ClassWriter {
+            client,
+            config: config.clone(),
+            mutation,
+            state,
+            metrics,
+            attempts: HashMap::new(),
+        };
+        tasks.spawn(writer.run(stores, changed));
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// The PeerAuthentication watch: a new rendering on every change.
+async fn watch_policies(
+    client: kube::Client,
+    config: MeshConfig,
+    state: Arc<MeshState>,
+    metrics: Arc<Metrics>,
+    changed: Arc<Notify>,
+) {
+    let api_resource = peer_authentications();
+    let api = Api::<DynamicObject>::all_with(client, &api_resource);
+    let mut writer = Writer::new(api_resource);
+    let store = writer.as_reader();
+    let mut stream = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut listed = false;
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(event) => {
+                writer.apply_watcher_event(&event);
+                match event {
+                    Event::Init | Event::InitApply(_) => continue,
+                    Event::InitDone => listed = true,
+                    Event::Apply(_) | Event::Delete(_) if !listed => continue,
+                    Event::Apply(_) | Event::Delete(_) => {}
+                }
+                let (policies, invalid) = read_policies(&store);
+                let rendering = Rendering::new(
+                    ModeSource::Watch,
+                    MeshPolicy::compose(&policies, &config.root_namespace),
+                );
+                let rules = rendering.relabelings.as_array().map_or(0, Vec::len);
+                metrics.mesh_policies(policies.len(), invalid);
+                if state.set(rendering) {
+                    let current = state.current();
+                    metrics.mesh_rendered(&current, rules);
+                    info!(
+                        source = current.source.as_str(),
+                        policies = policies.len(),
+                        invalid,
+                        mesh = current.policy.mesh.as_str(),
+                        namespaces = current.policy.namespaces.len(),
+                        workloads = current.policy.workloads.len(),
+                        rules,
+                        "mesh: rendered the scrape class from the PeerAuthentications"
+                    );
+                    changed.notify_one();
+                }
+                state.decide();
+            }
+            Err(error) => {
+                metrics.mesh_watch_error("PeerAuthentication");
+                if cannot_read(&error) {
+                    listed = false;
+                    if state.set(Rendering::assumed_strict()) {
+                        let current = state.current();
+                        metrics.mesh_rendered(
+                            &current,
+                            current.relabelings.as_array().map_or(0, Vec::len),
+                        );
+                        warn!(
+                            %error,
+                            "mesh: cannot read PeerAuthentications (no Istio CRDs, or no permission): every sidecar target is taken as STRICT; retrying"
+                        );
+                        changed.notify_one();
+                    }
+                    state.decide();
+                } else {
+                    warn!(%error, "mesh: the PeerAuthentication watch failed; keeping the modes in force and retrying");
+                }
+            }
+        }
+    }
+}
+
+/// 404 (the CRD is not installed) and 403 (no RBAC): the answer will not
+/// change by retrying soon, unlike a dropped connection.
+fn cannot_read(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status)) => {
+            status.is_not_found() || status.is_forbidden()
+        }
+        _ => false,
+    }
+}
+
+/// The policies in the store, and how many could not be read (those are
+/// left out and logged: Istio's validation would refuse them too).
+fn read_policies(store: &Store<DynamicObject>) -> (Vec<PeerAuthentication>, usize) {
+    let mut invalid = 0;
+    let policies = store
+        .state()
+        .iter()
+        .filter_map(|object| {
+            let json = serde_json::to_value(object.as_ref()).ok()?;
+            match PeerAuthentication::from_object(&json) {
+                Ok(policy) => Some(policy),
+                Err(error) => {
+                    invalid += 1;
+                    warn!(%error, "mesh: a PeerAuthentication cannot be read; it is left out");
+                    None
+                }
+            }
+        })
+        .collect();
+    (policies, invalid)
+}
+
+/// A watch on `Prometheus` or `PrometheusAgent` resources into `writer`.
+async fn watch_class_holders(
+    client: kube::Client,
+    kind: Kind,
+    api_resource: ApiResource,
+    mut writer: Writer<DynamicObject>,
+    metrics: Arc<Metrics>,
+    changed: Arc<Notify>,
+) {
+    let api = Api::<DynamicObject>::all_with(client, &api_resource);
+    let mut stream = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut reported = false;
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(event) => {
+                writer.apply_watcher_event(&event);
+                if !matches!(event, Event::Init | Event::InitApply(_)) {
+                    changed.notify_one();
+                }
+            }
+            Err(error) => {
+                metrics.mesh_watch_error(kind.as_str());
+                // No CRD (no such operator, or no agents): nothing to keep.
+                if !reported {
+                    reported = true;
+                    if cannot_read(&error) {
+                        info!(kind = kind.as_str(), %error, "mesh: cannot list these resources; their scrape class is not kept until they can be");
+                    } else {
+                        warn!(kind = kind.as_str(), %error, "mesh: watch failed; retrying");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Brings the class onto every resource that lacks the current rendering.
+struct ClassWriter {
+    client: kube::Client,
+    config: MeshConfig,
+    mutation: Arc<MutationConfig>,
+    state: Arc<MeshState>,
+    metrics: Arc<Metrics>,
+    /// Writes made per resource (uid) for the rendering in force.
+    attempts: HashMap<String, Attempt>,
+}
+
+struct Attempt {
+    rendering: Arc<Value>,
+    writes: u32,
+    /// The resourceVersion the last write was made over: while the store
+    /// still shows it, the write has not come back through the watch.
+    written_over: Option<String>,
+}
+
+impl ClassWriter {
+    async fn run(
+        mut self,
+        stores: Vec<(Kind, ApiResource, Store<DynamicObject>)>,
+        changed: Arc<Notify>,
+    ) {
+        let mut resync = tokio::time::interval(self.config.resync);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = changed.notified() => {}
+                _ = resync.tick() => {}
+            }
+            // Let a burst of events (an initial list, a kubectl apply of
+            // many policies) settle into one pass.
+            tokio::time::sleep(self.config.debounce).await;
+            if !self.state.is_decided() {
+                continue;
+            }
+            let rendering = self.state.current();
+            let mut stale = 0;
+            for (kind, api_resource, store) in &stores {
+                for object in store.state() {
+                    if !self
+                        .reconcile(*kind, api_resource, &object, &rendering)
+                        .await
+                    {
+                        stale += 1;
+                    }
+                }
+            }
+            self.metrics.scrape_classes_stale(stale);
+        }
+    }
+
+    /// `false` when the resource is left without the current class.
+    async fn reconcile(
+        &mut self,
+        kind: Kind,
+        api_resource: &ApiResource,
+        object: &DynamicObject,
+        rendering: &Rendering,
+    ) -> bool {
+        let Ok(json) = serde_json::to_value(object) else {
+            return false;
+        };
+        if mutation::scrape_class_opted_out(&json, &self.mutation) {
+            return true;
+        }
+        let desired = self.mutation.scrape_class_entry(&rendering.relabelings);
+        let uid = object.metadata.uid.clone().unwrap_or_default();
+        if class_is_current(&json, &desired) {
+            self.attempts.remove(&uid);
+            return true;
+        }
+        let (namespace, name) = (
+            object.metadata.namespace.clone().unwrap_or_default(),
+            object.metadata.name.clone().unwrap_or_default(),
+        );
+        let seen_version = object.metadata.resource_version.clone();
+        let attempt = self.attempts.entry(uid.clone()).or_insert_with(|| Attempt {
+            rendering: rendering.relabelings.clone(),
+            writes: 0,
+            written_over: None,
+        });
+        if !Arc::ptr_eq(&attempt.rendering, &rendering.relabelings) {
+            *attempt = Attempt {
+                rendering: rendering.relabelings.clone(),
+                writes: 0,
+                written_over: None,
+            };
+        }
+        // Our last write has not come back through the watch yet.
+        if attempt.written_over.is_some() && attempt.written_over == seen_version {
+            return true;
+        }
+        if attempt.writes >= MAX_ATTEMPTS {
+            return false;
+        }
+        attempt.writes += 1;
+        attempt.written_over = seen_version;
+        if attempt.writes == MAX_ATTEMPTS {
+            warn!(
+                kind = kind.as_str(),
+                namespace,
+                name,
+                "mesh: the scrape class written here did not stick (does the API server drop its relabelings? prometheus-operator's CRDs must be 0.74 or later); giving up until the mesh changes"
+            );
+        }
+        let body = json!({
+            "apiVersion": api_resource.api_version,
+            "kind": api_resource.kind,
+            "metadata": {"name": name, "namespace": namespace, "uid": uid},
+            "spec": {"scrapeClasses": [desired]},
+        });
+        let api =
+            Api::<DynamicObject>::namespaced_with(self.client.clone(), &namespace, api_resource);
+        let params = PatchParams::apply(&self.config.field_manager).force();
+        match api.patch(&name, &params, &Patch::Apply(&body)).await {
+            Ok(_) => {
+                self.metrics.scrape_class_written(kind, true);
+                info!(
+                    kind = kind.as_str(),
+                    namespace,
+                    name,
+                    source = rendering.source.as_str(),
+                    "mesh: wrote the scrape class"
+                );
+                true
+            }
+            Err(kube::Error::Api(status)) if status.is_not_found() => {
+                debug!(
+                    kind = kind.as_str(),
+                    namespace, name, "mesh: gone before the write"
+                );
+                true
+            }
+            Err(error) => {
+                self.metrics.scrape_class_written(kind, false);
+                warn!(kind = kind.as_str(), namespace, name, %error, "mesh: cannot write the scrape class");
+                false
+            }
+        }
+    }
+}
+
+/// Whether the resource's class of our name has exactly the fields we own.
+fn class_is_current(object: &Value, desired: &Value) -> bool {
+    let name = desired.get("name");
+    object
+        .get("spec")
+        .and_then(|s| s.get("scrapeClasses"))
+        .and_then(Value::as_array)
+        .and_then(|classes| classes.iter().find(|c| c.get("name") == name))
+        .is_some_and(|class| {
+            ["tlsConfig", "relabelings"]
+                .iter()
+                .all(|field| class.get(field) == desired.get(field))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_class_is_current_when_the_fields_we_own_match() {
+        let config = MutationConfig::default();
+        let rules = json!([{"targetLabel": "__tmp_istio_mtls_mode"}]);
+        let desired = config.scrape_class_entry(&rules);
+        let with = |class: Value| json!({"spec": {"scrapeClasses": [{"name": "other"}, class]}});
+        assert!(class_is_current(&with(desired.clone()), &desired));
+        // A field the user added to the entry is theirs.
+        let mut extra = desired.clone();
+        extra["metricRelabelings"] = json!([]);
+        assert!(class_is_current(&with(extra), &desired));
+        // Older rules, or the class of an earlier version without rules.
+        let mut old = desired.clone();
+        old["relabelings"] = json!([]);
+        assert!(!class_is_current(&with(old), &desired));
+        let mut bare = desired.clone();
+        bare.as_object_mut().unwrap().remove("relabelings");
+        assert!(!class_is_current(&with(bare), &desired));
+        assert!(!class_is_current(&json!({"spec": {}}), &desired));
+    }
+
+    #[test]
+    fn starts_strict_until_the_watch_answers_unless_told() {
+        let watch = MeshState::new(MeshMtls::Watch);
+        assert!(!watch.is_decided());
+        assert_eq!(watch.current().source, ModeSource::AssumedStrict);
+        let permissive = MeshState::new(MeshMtls::Permissive);
+        assert!(permissive.is_decided());
+        assert_eq!(permissive.current().policy.mesh, MtlsMode::Permissive);
+        assert_eq!(permissive.current().source, ModeSource::Flag);
+    }
+
+    #[test]
+    fn only_a_different_rendering_counts_as_a_change() {
+        let state = MeshState::new(MeshMtls::Watch);
+        assert!(!state.set(Rendering::assumed_strict()));
+        assert!(state.set(Rendering::new(
+            ModeSource::Watch,
+            MeshPolicy::uniform(MtlsMode::Permissive)
+        )));
+        assert!(!state.set(Rendering::new(
+            ModeSource::Watch,
+            MeshPolicy::uniform(MtlsMode::Permissive)
+        )));
+    }
+}
