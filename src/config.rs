@@ -20,6 +20,10 @@ use crate::mutation::MutationConfig;
 /// old version, JSON-escaped, plus the envelope.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// 32 MiB of request bodies at once: four at the size limit, or a few
+/// thousand of the few-KiB reviews the API server sends.
+pub const DEFAULT_BODY_BYTES_IN_FLIGHT: usize = 32 * 1024 * 1024;
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
 pub const DEFAULT_WEBHOOK_PORT: u16 = 8443;
 pub const DEFAULT_ADMIN_PORT: u16 = 8080;
 pub const DEFAULT_WEBHOOK_CONFIG_NAME: &str = "00-prom-mtls-webhook";
@@ -56,6 +60,12 @@ pub enum TlsSource {
 pub struct Limits {
     pub max_body_bytes: usize,
     pub max_connections: usize,
+    /// HTTP/2 streams one connection may have open at once.
+    pub max_concurrent_streams: u32,
+    /// Bytes of request bodies held at once, over all connections.
+    pub body_bytes_in_flight: usize,
+    /// How long a request waits for room in that budget before a 503.
+    pub body_budget_wait: Duration,
 }
 
 impl Default for Limits {
@@ -63,6 +73,9 @@ impl Default for Limits {
         Self {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            body_bytes_in_flight: DEFAULT_BODY_BYTES_IN_FLIGHT,
+            body_budget_wait: Duration::from_secs(1),
         }
     }
 }
@@ -70,6 +83,8 @@ impl Default for Limits {
 #[derive(Clone, Copy, Debug)]
 pub struct Timeouts {
     pub header_read: Duration,
+    /// A connection with no request in flight this long is closed.
+    pub idle: Duration,
     pub request: Duration,
     pub tls_handshake: Duration,
     pub drain: Duration,
@@ -81,6 +96,7 @@ impl Default for Timeouts {
     fn default() -> Self {
         Self {
             header_read: Duration::from_secs(5),
+            idle: Duration::from_secs(60),
             request: Duration::from_secs(10),
             tls_handshake: Duration::from_secs(5),
             drain: Duration::from_secs(15),
@@ -119,6 +135,10 @@ pub enum ConfigError {
     Zero(&'static str),
     #[error("--listen and --admin-listen are both {0}")]
     SameAddress(SocketAddr),
+    #[error(
+        "--max-body-bytes-in-flight ({budget}) must be at least --max-body-bytes ({body}), or a body at the limit could never be read"
+    )]
+    BudgetBelowBody { budget: usize, body: usize },
     #[error("--log-level {filter:?} is not a valid filter: {reason}")]
     LogFilter { filter: String, reason: String },
 }
@@ -172,8 +192,18 @@ impl ServeConfig {
         if args.max_connections == 0 {
             return Err(ConfigError::Zero("--max-connections"));
         }
+        if args.max_concurrent_streams == 0 {
+            return Err(ConfigError::Zero("--max-concurrent-streams"));
+        }
+        if args.max_body_bytes_in_flight < args.max_body_bytes {
+            return Err(ConfigError::BudgetBelowBody {
+                budget: args.max_body_bytes_in_flight,
+                body: args.max_body_bytes,
+            });
+        }
         let timeouts = Timeouts {
             header_read: nonzero("--header-read-timeout", args.header_read_timeout)?,
+            idle: nonzero("--idle-timeout", args.idle_timeout)?,
             request: nonzero("--request-timeout", args.request_timeout)?,
             tls_handshake: nonzero("--tls-handshake-timeout", args.tls_handshake_timeout)?,
             // Zero is allowed: exit as soon as the listener is closed.
@@ -207,6 +237,9 @@ impl ServeConfig {
             limits: Limits {
                 max_body_bytes: args.max_body_bytes,
                 max_connections: args.max_connections,
+                max_concurrent_streams: args.max_concurrent_streams,
+                body_bytes_in_flight: args.max_body_bytes_in_flight,
+                body_budget_wait: args.body_budget_wait,
             },
             timeouts,
             ordering,

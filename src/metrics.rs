@@ -295,6 +295,11 @@ pub struct Metrics {
     review_duration: Histogram,
     warnings: Family<KindLabels, Counter>,
     connections: Gauge,
+    requests_received: Counter,
+    responses_sent: Counter,
+    body_bytes: Gauge,
+    log_lines_dropped: Counter,
+    log_lines_dropped_seen: std::sync::atomic::AtomicU64,
     certificate_expiry: Gauge,
     certificate_reloads: Counter,
     certificate_reload_failures: Counter,
@@ -340,6 +345,31 @@ impl Metrics {
             "connections",
             "TLS connections open on the webhook port",
             connections.clone(),
+        );
+        let requests_received = Counter::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests received on the webhook port (every path; a shutdown answers each one it takes)",
+            requests_received.clone(),
+        );
+        let responses_sent = Counter::default();
+        registry.register(
+            "http_responses",
+            "HTTP responses handed whole to their connection on the webhook port",
+            responses_sent.clone(),
+        );
+        let body_bytes = Gauge::default();
+        registry.register_with_unit(
+            "request_body_in_flight",
+            "Bytes of request bodies held now, of the --max-body-bytes-in-flight budget",
+            Unit::Bytes,
+            body_bytes.clone(),
+        );
+        let log_lines_dropped = Counter::default();
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because the log sink could not keep up (nothing that serves waits for it)",
+            log_lines_dropped.clone(),
         );
         let certificate_expiry = Gauge::default();
         registry.register_with_unit(
@@ -393,6 +423,11 @@ impl Metrics {
             review_duration,
             warnings,
             connections,
+            requests_received,
+            responses_sent,
+            body_bytes,
+            log_lines_dropped,
+            log_lines_dropped_seen: std::sync::atomic::AtomicU64::new(0),
             certificate_expiry,
             certificate_reloads,
             certificate_reload_failures,
@@ -427,6 +462,24 @@ impl Metrics {
                 outcome: OutcomeLabel::Rejected,
             })
             .inc();
+    }
+
+    pub fn request_received(&self) {
+        self.requests_received.inc();
+    }
+
+    pub fn response_sent(&self) {
+        self.responses_sent.inc();
+    }
+
+    /// Requests received and responses sent so far.
+    pub fn requests(&self) -> (u64, u64) {
+        (self.requests_received.get(), self.responses_sent.get())
+    }
+
+    pub fn body_bytes_in_flight(&self, bytes: usize) {
+        self.body_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     pub fn connection_opened(&self) {
@@ -535,6 +588,14 @@ impl Metrics {
 
     /// The OpenMetrics text exposition, `# EOF` included.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        // The log writer counts its drops; bring the counter up to it.
+        let dropped = crate::logging::dropped_lines();
+        let seen = self
+            .log_lines_dropped_seen
+            .fetch_max(dropped, std::sync::atomic::Ordering::SeqCst);
+        if dropped > seen {
+            self.log_lines_dropped.inc_by(dropped - seen);
+        }
         let mut text = String::with_capacity(4096);
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)

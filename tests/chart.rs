@@ -12,7 +12,7 @@
 //! whose tool is missing fails and names that script.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -52,7 +52,7 @@ fn tool(relative: &str) -> PathBuf {
     assert!(
         path.is_file(),
         "{} is missing: run scripts/install-tools.sh (it installs helm, kubernetes-validate, \
-         hadolint, PyYAML and cel-python into .tools/)",
+         hadolint and PyYAML into .tools/)",
         path.display()
     );
     path
@@ -591,100 +591,9 @@ fn opt_in_annotation_webhook_renders_only_where_match_conditions_exist() {
     }
 }
 
-/// A pod as the API server hands it to CEL (`object`).
-fn pod(labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> Value {
-    let mut metadata = json!({"name": "p", "namespace": "monitoring"});
-    if !labels.is_empty() {
-        metadata["labels"] = labels
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), json!(v)))
-            .collect();
-    }
-    if !annotations.is_empty() {
-        metadata["annotations"] = annotations
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), json!(v)))
-            .collect();
-    }
-    json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": {"containers": [{"name": "c", "image": "i"}]}})
-}
-
-/// Whether the API server would send `pod` to `webhook`: objectSelector's
-/// matchLabels all present, and every matchCondition true (evaluated by
-/// cel-python; an evaluation error fails the test, since on the API server it
-/// would apply the failurePolicy to a pod that is none of our business).
-fn sent(webhook: &Value, pods: &[Value]) -> Vec<bool> {
-    let expressions: Vec<&str> = webhook["matchConditions"]
-        .as_array()
-        .map(|cs| {
-            cs.iter()
-                .map(|c| c["expression"].as_str().unwrap())
-                .collect()
-        })
-        .unwrap_or_default();
-    let out = run(
-        Command::new(python()).arg(repo().join("tests/chart/cel_eval.py")),
-        Some(&json!({"expressions": expressions, "objects": pods}).to_string()),
-    );
-    assert!(out.success, "cel_eval.py: {}", out.stderr);
-    let results: Vec<Vec<Value>> = serde_json::from_str(&out.stdout).unwrap();
-    pods.iter()
-        .zip(results)
-        .map(|(pod, conditions)| {
-            for c in &conditions {
-                assert!(c.is_boolean(), "CEL error on {pod}: {c}");
-            }
-            let labels = &pod["metadata"]["labels"];
-            let selected = webhook["objectSelector"]["matchLabels"]
-                .as_object()
-                .is_none_or(|want| want.iter().all(|(k, v)| labels.get(k) == Some(v)));
-            selected && conditions.iter().all(|c| c == true)
-        })
-        .collect()
-}
-
-#[test]
-fn each_pod_is_sent_at_most_once_and_only_when_it_is_a_candidate() {
-    let r = default_rendering();
-    let labelled = r.webhook("prometheus-pods.prom-mtls-webhook.io").unwrap();
-    let annotated = r.webhook("annotated-pods.prom-mtls-webhook.io").unwrap();
-    let prom = ("app.kubernetes.io/name", "prometheus");
-    let inject = "prom-mtls-webhook.io/inject";
-    // (pod, expected: sent to the label webhook, sent to the annotation webhook)
-    let cases = [
-        (pod(&[prom], &[]), (true, false)),
-        (
-            pod(&[prom, ("team", "obs")], &[("other", "x")]),
-            (true, false),
-        ),
-        (pod(&[prom], &[(inject, "true")]), (true, false)),
-        (pod(&[prom], &[(inject, "false")]), (false, false)),
-        (pod(&[prom], &[(inject, "FALSE")]), (false, false)),
-        (pod(&[], &[(inject, "true")]), (false, true)),
-        (
-            pod(
-                &[("app.kubernetes.io/name", "grafana")],
-                &[(inject, "True")],
-            ),
-            (false, true),
-        ),
-        (pod(&[], &[(inject, "false")]), (false, false)),
-        (pod(&[], &[(inject, "yes")]), (false, false)),
-        (pod(&[("app", "web")], &[]), (false, false)),
-        (pod(&[], &[]), (false, false)),
-    ];
-    let pods: Vec<Value> = cases.iter().map(|(p, _)| p.clone()).collect();
-    let by_label = sent(labelled, &pods);
-    let by_annotation = sent(annotated, &pods);
-    for (i, (p, expected)) in cases.iter().enumerate() {
-        assert_eq!(
-            (by_label[i], by_annotation[i]),
-            *expected,
-            "{}",
-            p["metadata"]
-        );
-    }
-}
+// Which pods the API server sends to which webhook (the objectSelector and
+// the CEL matchConditions, evaluated by a real API server) is tested in
+// tests/e2e.rs.
 
 #[test]
 fn monitoring_webhook_covers_monitors_prometheuses_and_agents_on_create_and_update() {
@@ -847,7 +756,10 @@ fn serving_secret_is_mounted_as_a_directory_so_renewals_arrive_without_restart()
         assert_eq!(volume["secret"]["defaultMode"], 0o440);
         let secret_name = &volume["secret"]["secretName"];
         if r.all("Certificate").is_empty() {
-            assert_eq!(r.one("Secret")["metadata"]["name"], *secret_name);
+            assert_eq!(
+                r.named("Secret", &format!("{FULLNAME}-tls"))["metadata"]["name"],
+                *secret_name
+            );
         } else {
             assert_eq!(
                 r.named("Certificate", &format!("{FULLNAME}-serving"))["spec"]["secretName"],
@@ -959,7 +871,15 @@ fn decode(b64: &Value) -> Vec<u8> {
 #[test]
 fn default_mode_generates_a_ca_for_the_service_names_and_sets_it_as_ca_bundle() {
     let r = default_rendering();
-    let secret = r.one("Secret");
+    let ca_secret = r.named("Secret", &format!("{FULLNAME}-ca"));
+    assert_eq!(
+        ca_secret["metadata"]["annotations"]["prom-mtls-webhook.io/generation"],
+        "1"
+    );
+    let secret = r.named("Secret", &format!("{FULLNAME}-tls"));
+    // The serving Secret's ca.crt is the bundle: the CA alone on a first install.
+    assert_eq!(secret["data"]["ca.crt"], ca_secret["data"]["ca.crt"]);
+    assert!(ca_secret["data"].get("previous.crt").is_none());
     assert_eq!(secret["type"], "kubernetes.io/tls");
     let data = &secret["data"];
     for w in r.webhooks() {
@@ -998,10 +918,11 @@ fn default_mode_generates_a_ca_for_the_service_names_and_sets_it_as_ca_bundle() 
             "{name} in {sans}"
         );
     }
-    // Valid for at least a year from now, and the key belongs to the certificate.
+    // Valid for the year certs.validityDays gives (less a day of slack),
+    // and the key belongs to the certificate.
     openssl(
         d,
-        &["x509", "-in", "tls.crt", "-noout", "-checkend", "31536000"],
+        &["x509", "-in", "tls.crt", "-noout", "-checkend", "31449600"],
     );
     assert_eq!(
         openssl(d, &["x509", "-in", "tls.crt", "-noout", "-pubkey"]),
@@ -1077,124 +998,9 @@ fn cert_manager_mode_can_use_an_existing_issuer() {
     );
 }
 
-/// A stand-in for kube-apiserver (tests/chart/fake_apiserver.py) on 127.0.0.1,
-/// enough for `helm template --dry-run=server`, whose `lookup` then sees the
-/// Secrets given here. Stopped when dropped.
-struct FakeApiServer {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl FakeApiServer {
-    fn start(secrets: &Value) -> FakeApiServer {
-        let dir = tempfile::tempdir().unwrap();
-        let secrets_file = dir.path().join("secrets.json");
-        std::fs::write(&secrets_file, secrets.to_string()).unwrap();
-        let mut child = Command::new(python())
-            .arg(repo().join("tests/chart/fake_apiserver.py"))
-            .arg(&secrets_file)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.path().join("requests.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port: u16 = line
-            .trim()
-            .strip_prefix("PORT ")
-            .unwrap_or_else(|| panic!("fake API server said {line:?}"))
-            .parse()
-            .unwrap();
-        let kubeconfig = format!(
-            "apiVersion: v1\nkind: Config\n\
-             clusters: [{{name: fake, cluster: {{server: \"http://127.0.0.1:{port}\"}}}}]\n\
-             users: [{{name: fake, user: {{token: fake}}}}]\n\
-             contexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\n\
-             current-context: fake\n"
-        );
-        std::fs::write(dir.path().join("kubeconfig"), kubeconfig).unwrap();
-        FakeApiServer { child, dir }
-    }
-
-    /// `helm template --dry-run=server` against this server: what `helm upgrade` renders.
-    fn render(&self) -> Rendering {
-        let kubeconfig = self.dir.path().join("kubeconfig");
-        Rendering::of(&[
-            "--dry-run=server",
-            // The fake serves no OpenAPI documents; kubernetes-validate checks the schema instead.
-            "--disable-openapi-validation",
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-        ])
-    }
-
-    fn requests(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("requests.log")).unwrap()
-    }
-}
-
-impl Drop for FakeApiServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `helm upgrade` must not make a new CA: the caBundle would change under the
-/// API server while the pods still serve the old certificate. The chart looks
-/// the Secret up in the cluster and keeps it. `helm template` (client side)
-/// has no cluster and `lookup` returns nothing there, so this renders against
-/// a fake API server that returns an existing Secret, as an upgrade would see it.
-#[test]
-fn upgrade_reuses_the_serving_secret_found_in_the_cluster() {
-    let template = std::fs::read_to_string(chart_dir().join("templates/webhook.yaml")).unwrap();
-    assert!(template.contains("lookup \"v1\" \"Secret\" $ns $secretName"));
-
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let secret_name = format!("{FULLNAME}-tls");
-    let names = format!(
-        "{FULLNAME},{FULLNAME}.{NAMESPACE},{FULLNAME}.{NAMESPACE}.svc,{FULLNAME}.{NAMESPACE}.svc.cluster.local"
-    );
-    let existing = json!({
-        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-        "metadata": {
-            "name": secret_name, "namespace": NAMESPACE,
-            "labels": {"app.kubernetes.io/managed-by": "Helm"},
-            "annotations": {"meta.helm.sh/release-name": RELEASE, "meta.helm.sh/release-namespace": NAMESPACE,
-                            "prom-mtls-webhook.io/names": names}
-        },
-        "data": {"ca.crt": b64("earlier CA"), "tls.crt": b64("earlier cert"), "tls.key": b64("earlier key")}
-    });
-    let mut secrets = serde_json::Map::new();
-    secrets.insert(format!("{NAMESPACE}/{secret_name}"), existing.clone());
-    let server = FakeApiServer::start(&Value::Object(secrets));
-    let upgrade = server.render();
-    assert!(
-        server.requests().contains(&format!(
-            "GET /api/v1/namespaces/{NAMESPACE}/secrets/{secret_name}"
-        )),
-        "helm never looked the Secret up:\n{}",
-        server.requests()
-    );
-    assert_eq!(upgrade.one("Secret")["data"], existing["data"]);
-    for w in upgrade.webhooks() {
-        assert_eq!(w["clientConfig"]["caBundle"], existing["data"]["ca.crt"]);
-    }
-
-    // A first install finds nothing and generates a CA.
-    let empty = FakeApiServer::start(&json!({}));
-    let install = empty.render();
-    let ca = &install.one("Secret")["data"]["ca.crt"];
-    assert!(
-        String::from_utf8(decode(ca))
-            .unwrap()
-            .starts_with("-----BEGIN CERTIFICATE-----")
-    );
-    assert_eq!(install.webhooks()[0]["clientConfig"]["caBundle"], *ca);
-}
+// What `helm upgrade` does with the Secrets it finds (the CA kept, the
+// serving certificate renewed under it without a failed review) is tested
+// against a real API server: tests/e2e.rs.
 
 // ---------------------------------------------------------------------------
 // Image, binary contract, documentation
@@ -1377,7 +1183,7 @@ fn notes_tell_how_to_see_the_webhook_work() {
         "{notes}"
     );
     assert!(
-        notes.contains("kind: ServiceMonitor") && notes.contains("scheme: https"),
+        notes.contains("kind: ServiceMonitor") && notes.contains("scrapeClass: istio-mtls"),
         "{notes}"
     );
     assert!(notes.contains(&format!("00-{FULLNAME}")), "{notes}");
@@ -1419,7 +1225,7 @@ impl Drop for Process {
 fn chart_arguments_and_generated_certificate_serve_reviews_under_the_service_name() {
     let r = default_rendering();
     let dir = tempfile::tempdir().unwrap();
-    let secret = &r.one("Secret")["data"];
+    let secret = &r.named("Secret", &format!("{FULLNAME}-tls"))["data"];
     for file in ["ca.crt", "tls.crt", "tls.key"] {
         std::fs::write(dir.path().join(file), decode(&secret[file])).unwrap();
     }
@@ -1588,4 +1394,144 @@ fn certs_script_writes_a_serving_pair_signed_by_its_ca() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o077, 0, "the key is readable by its owner only");
+}
+
+// ---------------------------------------------------------------------------
+// Hostile or overloaded clusters
+
+#[test]
+fn network_policy_opens_the_webhook_port_to_all_and_the_admin_port_to_the_scrapers() {
+    let r = default_rendering();
+    let policy = r.one("NetworkPolicy");
+    assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress"]));
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"],
+        r.one("Deployment")["spec"]["selector"]["matchLabels"]
+    );
+    let ingress = policy["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(ingress.len(), 2);
+    // The API server's address is not knowable: the webhook port is open to every source.
+    assert!(ingress[0].get("from").is_none());
+    assert_eq!(
+        ingress[0]["ports"],
+        json!([{"port": "https", "protocol": "TCP"}])
+    );
+    assert_eq!(
+        ingress[1]["ports"],
+        json!([{"port": "admin", "protocol": "TCP"}])
+    );
+    assert_eq!(
+        ingress[1]["from"],
+        json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}])
+    );
+    // The port names are the container's.
+    let ports: Vec<&str> = r.container()["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(ports, ["https", "admin"]);
+    let off = Rendering::of(&["--set", "networkPolicy.enabled=false"]);
+    assert!(off.all("NetworkPolicy").is_empty());
+}
+
+#[test]
+fn the_memory_limit_follows_from_the_body_budget_and_a_lower_one_is_refused() {
+    let r = default_rendering();
+    let resources = &r.container()["resources"];
+    assert_eq!(
+        resources["limits"]["memory"], "128Mi",
+        "32 MiB + 3 x 32 MiB"
+    );
+    assert_eq!(
+        r.arg("max-body-bytes-in-flight").as_deref(),
+        Some("33554432")
+    );
+    let bigger = Rendering::of(&["--set", "maxBodyBytesInFlight=67108864"]);
+    assert_eq!(bigger.container()["resources"]["limits"]["memory"], "224Mi");
+    assert_eq!(
+        bigger.arg("max-body-bytes-in-flight").as_deref(),
+        Some("67108864")
+    );
+    let room = Rendering::of(&["--set", "resources.limits.memory=1Gi"]);
+    assert_eq!(room.container()["resources"]["limits"]["memory"], "1Gi");
+    let tight = helm_template(&["--set", "resources.limits.memory=64Mi"]);
+    assert!(!tight.success);
+    assert!(
+        tight
+            .stderr
+            .contains("below the 128Mi that maxBodyBytesInFlight"),
+        "{}",
+        tight.stderr
+    );
+}
+
+#[test]
+fn cert_manager_is_used_where_the_cluster_serves_it_unless_told() {
+    let present = Rendering::of(&["--api-versions", "cert-manager.io/v1"]);
+    assert_eq!(present.all("Certificate").len(), 2);
+    assert!(present.all("Secret").is_empty());
+    let refused = Rendering::of(&[
+        "--api-versions",
+        "cert-manager.io/v1",
+        "--set",
+        "certManager.enabled=false",
+    ]);
+    assert!(refused.all("Certificate").is_empty());
+    assert_eq!(refused.all("Secret").len(), 2);
+    assert!(default_rendering().all("Certificate").is_empty());
+}
+
+#[test]
+fn a_secret_of_ones_own_with_its_ca_bundle_replaces_the_generated_ones() {
+    let r = Rendering::of(&[
+        "--api-versions",
+        "cert-manager.io/v1",
+        "--set",
+        "certs.existingSecret=my-serving-cert",
+        "--set",
+        "webhook.caBundle=Zm9v",
+    ]);
+    assert!(r.all("Secret").is_empty() && r.all("Certificate").is_empty());
+    assert_eq!(
+        r.pod_spec()["volumes"][0]["secret"]["secretName"],
+        "my-serving-cert"
+    );
+    for w in r.webhooks() {
+        assert_eq!(w["clientConfig"]["caBundle"], "Zm9v");
+    }
+}
+
+#[test]
+fn the_url_value_points_the_webhooks_at_a_webhook_outside_the_cluster() {
+    let r = Rendering::of(&["--set", "webhook.url=https://10.1.2.3:9443/mutate"]);
+    for w in r.webhooks() {
+        assert_eq!(w["clientConfig"]["url"], "https://10.1.2.3:9443/mutate");
+        assert!(w["clientConfig"].get("service").is_none());
+    }
+    let secret = r.named("Secret", &format!("{FULLNAME}-tls"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tls.crt"),
+        decode(&secret["data"]["tls.crt"]),
+    )
+    .unwrap();
+    let sans = openssl(
+        dir.path(),
+        &["x509", "-in", "tls.crt", "-noout", "-ext", "subjectAltName"],
+    );
+    assert!(sans.contains("IP Address:10.1.2.3"), "{sans}");
+    let named = Rendering::of(&["--set", "webhook.url=https://webhook.example.com/mutate"]);
+    let secret = named.named("Secret", &format!("{FULLNAME}-tls"));
+    std::fs::write(
+        dir.path().join("tls.crt"),
+        decode(&secret["data"]["tls.crt"]),
+    )
+    .unwrap();
+    let sans = openssl(
+        dir.path(),
+        &["x509", "-in", "tls.crt", "-noout", "-ext", "subjectAltName"],
+    );
+    assert!(sans.contains("DNS:webhook.example.com"), "{sans}");
 }

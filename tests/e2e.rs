@@ -870,6 +870,11 @@ async fn scenario() {
         "{applied}"
     );
     cluster.apply(&monitor_manifests()).await;
+    cluster
+        .apply(&format!(
+            "apiVersion: monitoring.coreos.com/v1alpha1\nkind: PrometheusAgent\nmetadata: {{name: agent, namespace: {MONITORS_NAMESPACE}}}\nspec:\n  serviceAccountName: prometheus-full-access\n  serviceMonitorSelector: {{matchLabels: {{team: bookinfo}}}}\n"
+        ))
+        .await;
 
     // The seed's ServiceMonitor, hand-edited for https, joined the class
     // instead (the webhook migrates that shape); the Prometheus got it.
@@ -1092,49 +1097,317 @@ async fn scenario() {
         "each of the three changes needs a write: {writes}"
     );
 
-    // The CEL matchConditions, evaluated by the API server itself: a pod
-    // that opts in by annotation (any case) is mutated; a Prometheus pod that
-    // opts out is not even sent.
+    // The webhooks' selection, evaluated by the API server itself (objectSelector
+    // and the CEL matchConditions): which pods are sent, and each at most
+    // once, counted by the webhook; which are mutated.
     let pod_with = |name: &str, labels: &str, annotations: &str| {
         format!(
             "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: default, labels: {{{labels}}}, annotations: {{{annotations}}}}}\nspec: {{nodeName: {}, containers: [{{name: prometheus, image: quay.io/prometheus/prometheus:v3.5.0}}]}}\n",
             harness::cluster::NODE
         )
     };
-    cluster
-        .apply(&pod_with(
+    let pod_reviews = || async {
+        let (_, text) = get_text(&format!("http://{admin}/metrics")).await.unwrap();
+        metric(&text, "prom_mtls_webhook_reviews_total{kind=\"Pod\"")
+    };
+    let prometheus_label = "app.kubernetes.io/name: prometheus";
+    let matrix: [(&str, &str, &str, f64, bool); 8] = [
+        ("selected", prometheus_label, "", 1.0, true),
+        (
+            "selected-and-opted-in",
+            prometheus_label,
+            "prom-mtls-webhook.io/inject: \"TRUE\"",
+            1.0,
+            true,
+        ),
+        (
+            "selected-but-opted-out",
+            prometheus_label,
+            "prom-mtls-webhook.io/inject: \"False\"",
+            0.0,
+            false,
+        ),
+        (
             "opted-in",
             "app: other",
+            "prom-mtls-webhook.io/inject: \"true\"",
+            1.0,
+            true,
+        ),
+        (
+            "opted-in-in-capitals",
+            "app: other",
             "prom-mtls-webhook.io/inject: \"TRUE\"",
-        ))
+            1.0,
+            true,
+        ),
+        ("not-a-candidate", "app: other", "", 0.0, false),
+        (
+            "opted-out-not-selected",
+            "app: other",
+            "prom-mtls-webhook.io/inject: \"FALSE\"",
+            0.0,
+            false,
+        ),
+        (
+            "neither-true-nor-false",
+            "app: other",
+            "prom-mtls-webhook.io/inject: \"maybe\"",
+            0.0,
+            false,
+        ),
+    ];
+    for (name, labels, annotations, sent, mutated) in matrix {
+        let before = pod_reviews().await;
+        cluster.apply(&pod_with(name, labels, annotations)).await;
+        let pod = cluster.get(&["pod", name]).await;
+        assert_eq!(
+            pod_reviews().await - before,
+            sent,
+            "{name}: reviews sent to the webhook"
+        );
+        let status = &pod["metadata"]["annotations"]["prom-mtls-webhook.io/status"];
+        assert_eq!(status == "injected", mutated, "{name}: {pod}");
+    }
+
+    // Certificates rotated while the API server keeps calling the webhook:
+    // no review fails. The kubelet's part (new files in the Secret volume)
+    // is played by the test; the webhook reloads them without a restart.
+    let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep_calling = Arc::new(AtomicBool::new(true));
+    let caller = {
+        let (kubectl, admin_kubeconfig) = (
+            harness::cluster::tool("kubectl"),
+            cluster.admin_kubeconfig.display().to_string(),
+        );
+        let (calls, failures, keep_calling) =
+            (calls.clone(), failures.clone(), keep_calling.clone());
+        let monitor = "apiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nmetadata: {name: rotation-probe, namespace: default}\nspec: {selector: {}, endpoints: [{port: web}]}\n";
+        tokio::spawn(async move {
+            while keep_calling.load(Ordering::SeqCst) {
+                let out = harness::cluster::run(
+                    &kubectl,
+                    &[
+                        "--kubeconfig",
+                        &admin_kubeconfig,
+                        "apply",
+                        "--dry-run=server",
+                        "-f",
+                        "-",
+                    ],
+                    Some(monitor),
+                )
+                .await;
+                calls.fetch_add(1, Ordering::SeqCst);
+                if let Err(error) = out {
+                    failures.lock().unwrap().push(error);
+                }
+            }
+        })
+    };
+    let bundle = || async {
+        cluster
+            .get(&["mutatingwebhookconfiguration", &format!("00-{RELEASE}")])
+            .await["webhooks"][0]["clientConfig"]["caBundle"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let serving_secret = || async {
+        cluster
+            .get(&["secret", &format!("{RELEASE}-tls"), "-n", WEBHOOK_NAMESPACE])
+            .await
+    };
+    let reloads = || async {
+        let (_, text) = get_text(&format!("http://{admin}/metrics")).await.unwrap();
+        metric(&text, "prom_mtls_webhook_certificate_reloads_total")
+    };
+    for (step, set) in [
+        ("the serving certificate", "certs.servingGeneration=2"),
+        ("the CA", "certs.caGeneration=2"),
+    ] {
+        let (bundle_before, secret_before, reloads_before) =
+            (bundle().await, serving_secret().await, reloads().await);
+        let calls_before = calls.load(Ordering::SeqCst);
+        cluster
+            .helm(&[
+                "upgrade",
+                RELEASE,
+                &chart.display().to_string(),
+                "--namespace",
+                WEBHOOK_NAMESPACE,
+                "--reuse-values",
+                "--set",
+                set,
+            ])
+            .await
+            .unwrap_or_else(|e| panic!("helm upgrade ({step}): {e}"));
+        let secret_after = serving_secret().await;
+        assert_ne!(
+            secret_after["data"]["tls.crt"], secret_before["data"]["tls.crt"],
+            "{step}: a new serving certificate"
+        );
+        let bundle_after = bundle().await;
+        let certificates = |b64: &str| {
+            use base64::Engine as _;
+            let pem = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap();
+            String::from_utf8(pem)
+                .unwrap()
+                .matches("BEGIN CERTIFICATE")
+                .count()
+        };
+        if step == "the CA" {
+            // The new CA beside the previous one: the pods still serve a
+            // certificate of the previous CA until they load the new files.
+            assert_ne!(bundle_after, bundle_before);
+            assert_eq!(
+                certificates(&bundle_after),
+                2,
+                "the new and the previous CA"
+            );
+        } else {
+            assert_eq!(bundle_after, bundle_before, "{step}: the caBundle stays");
+        }
+        // Reviews go on for a while against the certificate still served.
+        let until = calls.load(Ordering::SeqCst) + 5;
+        eventually(
+            Duration::from_secs(60),
+            "reviews before the files change",
+            &mut || async { calls.load(Ordering::SeqCst) >= until },
+        )
         .await;
-    let opted_in = cluster.get(&["pod", "opted-in"]).await;
-    assert_eq!(
-        opted_in["metadata"]["annotations"]["prom-mtls-webhook.io/status"], "injected",
-        "{opted_in}"
+        for file in ["tls.crt", "tls.key"] {
+            use base64::Engine as _;
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(secret_after["data"][file].as_str().unwrap())
+                .unwrap();
+            let temporary = serving.join(format!(".{file}.new"));
+            std::fs::write(&temporary, data).unwrap();
+            std::fs::rename(&temporary, serving.join(file)).unwrap();
+        }
+        eventually(
+            Duration::from_secs(30),
+            "the webhook serving the new certificate",
+            &mut || async { reloads().await > reloads_before },
+        )
+        .await;
+        let until = calls.load(Ordering::SeqCst) + 5;
+        eventually(
+            Duration::from_secs(60),
+            "reviews after the reload",
+            &mut || async { calls.load(Ordering::SeqCst) >= until },
+        )
+        .await;
+        println!(
+            "e2e: rotated {step}: {} reviews through it, none failed",
+            calls.load(Ordering::SeqCst) - calls_before
+        );
+        let failed = failures.lock().unwrap().clone();
+        assert!(
+            failed.is_empty(),
+            "reviews failed while rotating {step}: {failed:?}"
+        );
+    }
+    keep_calling.store(false, Ordering::SeqCst);
+    caller.await.unwrap();
+
+    // What the scrape-class writes rely on: a server-side apply carrying the
+    // uid of a resource deleted meanwhile does not create it anew.
+    cluster.apply("apiVersion: monitoring.coreos.com/v1\nkind: Prometheus\nmetadata: {name: ghost, namespace: default}\nspec: {replicas: 0}\n").await;
+    let uid = cluster.get(&["prometheus", "ghost"]).await["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    cluster
+        .kubectl(&["delete", "prometheus", "ghost", "--wait=true"])
+        .await
+        .unwrap();
+    let resurrect = format!(
+        "apiVersion: monitoring.coreos.com/v1\nkind: Prometheus\nmetadata: {{name: ghost, namespace: default, uid: {uid}}}\nspec: {{scrapeClasses: [{{name: istio-mtls}}]}}\n"
     );
-    let opt_out = pod_with(
-        "opted-out",
-        "app.kubernetes.io/name: prometheus",
-        "prom-mtls-webhook.io/inject: \"False\"",
-    );
-    cluster.apply(&opt_out).await;
-    let opted_out = cluster.get(&["pod", "opted-out"]).await;
+    let applied = cluster
+        .kubectl_in(
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager",
+                "prom-mtls-webhook",
+                "-f",
+                "-",
+            ],
+            Some(&resurrect),
+        )
+        .await;
+    let refusal = applied.expect_err("an apply with a stale uid created the resource");
     assert!(
-        opted_out["metadata"]["annotations"]
-            .get("prom-mtls-webhook.io/status")
-            .is_none(),
-        "{opted_out}"
+        refusal.contains("uid") || refusal.contains("UID") || refusal.contains("precondition"),
+        "{refusal}"
+    );
+    assert!(
+        cluster
+            .kubectl(&["get", "prometheus", "ghost"])
+            .await
+            .is_err()
+    );
+    // The control: the same apply without the uid is a valid one (and creates it).
+    cluster
+        .kubectl_in(
+            &[
+                "apply",
+                "--server-side",
+                "--field-manager",
+                "prom-mtls-webhook",
+                "-f",
+                "-",
+            ],
+            Some(&resurrect.replace(&format!(", uid: {uid}"), "")),
+        )
+        .await
+        .unwrap();
+    cluster
+        .kubectl(&["delete", "prometheus", "ghost"])
+        .await
+        .unwrap();
+
+    // The PrometheusAgent got what the Prometheus got, kept current too.
+    let agent = cluster
+        .get(&["prometheusagent", "agent", "-n", MONITORS_NAMESPACE])
+        .await;
+    let current = cluster
+        .get(&["prometheus", "default", "-n", MONITORS_NAMESPACE])
+        .await;
+    let class_of = |object: &Value| {
+        object["spec"]["scrapeClasses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "istio-mtls")
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        class_of(&agent)["relabelings"],
+        class_of(&current)["relabelings"],
+        "{agent}"
+    );
+    assert_eq!(
+        agent["spec"]["podMetadata"]["annotations"]["prom-mtls-webhook.io/status"], "injected",
+        "{agent}"
     );
 
     // The webhook gone: unrelated pods, kube-system's and opted-out pods are
     // still admitted; Prometheus pods fail, as failurePolicy Fail says.
     webhook.stop(Duration::from_secs(20));
     replica.stop(Duration::from_secs(20));
-    cluster
-        .kubectl(&["delete", "pod", "opted-out", "--wait=false"])
-        .await
-        .unwrap();
+    let opt_out = pod_with(
+        "opted-out",
+        prometheus_label,
+        "prom-mtls-webhook.io/inject: \"False\"",
+    );
     cluster
         .kubectl(&[
             "run",
@@ -1159,10 +1432,7 @@ async fn scenario() {
         .await
         .unwrap_or_else(|e| panic!("kube-system is excluded: {e}"));
     cluster
-        .kubectl_in(
-            &["apply", "-f", "-"],
-            Some(&opt_out.replace("opted-out", "opted-out-2")),
-        )
+        .kubectl_in(&["apply", "-f", "-"], Some(&opt_out))
         .await
         .unwrap_or_else(|e| panic!("an opted-out pod is not sent: {e}"));
     let refused = cluster

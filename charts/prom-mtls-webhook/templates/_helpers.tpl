@@ -51,10 +51,30 @@ so that switching modes never makes Helm adopt a Secret that cert-manager wrote
 (or cert-manager overwrite the chart's).
 */}}
 {{- define "prom-mtls-webhook.tlsSecretName" -}}
-{{- if .Values.certManager.enabled }}
+{{- if .Values.certs.existingSecret }}
+{{- .Values.certs.existingSecret }}
+{{- else if eq (include "prom-mtls-webhook.certManager" .) "true" }}
 {{- printf "%s-cert-manager-tls" (include "prom-mtls-webhook.fullname" .) }}
 {{- else }}
 {{- printf "%s-tls" (include "prom-mtls-webhook.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/*
+"true" when cert-manager issues the serving certificate: certManager.enabled
+true, or auto and the cluster serves cert-manager.io/v1 (Argo CD and
+`helm template --api-versions` pass the cluster's API versions on).
+*/}}
+{{- define "prom-mtls-webhook.certManager" -}}
+{{- $mode := toString .Values.certManager.enabled }}
+{{- if eq $mode "auto" }}
+{{- and (.Capabilities.APIVersions.Has "cert-manager.io/v1") (not .Values.certs.existingSecret) }}
+{{- else if eq $mode "true" }}
+{{- true }}
+{{- else if eq $mode "false" }}
+{{- false }}
+{{- else }}
+{{- fail (printf "certManager.enabled must be auto, true or false, not %q" $mode) }}
 {{- end }}
 {{- end }}
 
@@ -199,4 +219,35 @@ keys, cannot hold quotes or backslashes (checked here all the same).
 {{- fail (printf "%q cannot be used in a CEL match condition" .) }}
 {{- end }}
 {{- printf "'%s'" . }}
+{{- end }}
+
+{{/*
+The container's resources, with limits.memory following from
+maxBodyBytesInFlight when empty: 32 MiB besides three times the budget
+(peak RSS with the budget full stays under it: tests/server_limits.rs). A
+limit set below that is refused: the pod would be OOM-killed under load.
+*/}}
+{{- define "prom-mtls-webhook.resources" -}}
+{{- $resources := deepCopy (.Values.resources | default dict) }}
+{{- $limits := get $resources "limits" | default dict }}
+{{- $budgetMi := div (add (int64 .Values.maxBodyBytesInFlight) 1048575) 1048576 }}
+{{- $neededMi := add 32 (mul 3 $budgetMi) }}
+{{- $memory := toString (get $limits "memory" | default "") }}
+{{- if not $memory }}
+{{- $_ := set $limits "memory" (printf "%dMi" $neededMi) }}
+{{- else }}
+{{- $mi := 0 }}
+{{- if regexMatch "^[0-9]+Mi$" $memory }}
+{{- $mi = trimSuffix "Mi" $memory | int64 }}
+{{- else if regexMatch "^[0-9]+Gi$" $memory }}
+{{- $mi = mul (trimSuffix "Gi" $memory | int64) 1024 }}
+{{- else }}
+{{- fail (printf "resources.limits.memory %q: write it in Mi or Gi (e.g. %dMi), so that it can be checked against maxBodyBytesInFlight" $memory $neededMi) }}
+{{- end }}
+{{- if lt $mi $neededMi }}
+{{- fail (printf "resources.limits.memory %s is below the %dMi that maxBodyBytesInFlight (%d bytes) needs: lower maxBodyBytesInFlight or raise the limit" $memory $neededMi (int64 .Values.maxBodyBytesInFlight)) }}
+{{- end }}
+{{- end }}
+{{- $_ := set $resources "limits" $limits }}
+{{- toYaml $resources }}
 {{- end }}
