@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use prom_mtls_webhook::admission::review;
-use prom_mtls_webhook::mutation::{Kind, MutationConfig, Operation, Outcome, mutate};
+use prom_mtls_webhook::mutation::{Kind, MutationConfig, Operation, Outcome, View, mutate};
 use serde_json::Value;
 
 fn fixtures_dir() -> PathBuf {
@@ -82,26 +82,29 @@ fn bench_mutate(c: &mut Criterion) {
         ("ServiceMonitor", "servicemonitor-create-1"),
     ] {
         let (kind, operation, object) = object_of(&read_fixture(fixture));
-        let first = mutate(kind, operation, &object, &config, rules());
+        let view = View::of(kind, &object);
+        let first = mutate(kind, operation, &view, &config, rules());
         assert_eq!(first.outcome, Outcome::Patched, "{fixture} is not patched");
         group.bench_function(label, |b| {
-            b.iter(|| mutate(kind, operation, black_box(&object), &config, rules()));
+            b.iter(|| mutate(kind, operation, black_box(&view), &config, rules()));
         });
     }
 
     // The captured PodMonitor scrapes the sidecar's own metrics: left alone,
     // with a warning. The same object scraping an application port is patched.
     let (kind, operation, object) = object_of(&read_fixture("podmonitor-create-1"));
+    let view = View::of(kind, &object);
     assert_eq!(
-        mutate(kind, operation, &object, &config, rules()).outcome,
+        mutate(kind, operation, &view, &config, rules()).outcome,
         Outcome::Unchanged
     );
     group.bench_function("PodMonitor/envoy-endpoint-unchanged", |b| {
-        b.iter(|| mutate(kind, operation, black_box(&object), &config, rules()));
+        b.iter(|| mutate(kind, operation, black_box(&view), &config, rules()));
     });
     let mut app = object.clone();
     app["spec"]["podMetricsEndpoints"][0]["port"] = "http-metrics".into();
     app["spec"]["podMetricsEndpoints"][0]["path"] = "/metrics".into();
+    let app = View::of(kind, &app);
     assert_eq!(
         mutate(kind, operation, &app, &config, rules()).outcome,
         Outcome::Patched
@@ -131,7 +134,7 @@ fn mutated_pod_review() -> Vec<u8> {
     let config = MutationConfig::default();
     let body = read_fixture("pod-create-1");
     let (kind, operation, mut object) = object_of(&body);
-    let first = mutate(kind, operation, &object, &config, rules());
+    let first = mutate(kind, operation, &View::of(kind, &object), &config, rules());
     json_patch::patch(&mut object, &first.patch.0).unwrap();
     let mut review: Value = serde_json::from_slice(&body).unwrap();
     review["request"]["object"] = object;
@@ -142,7 +145,8 @@ fn bench_review_again(c: &mut Criterion) {
     let config = MutationConfig::default();
     let body = mutated_pod_review();
     let (kind, operation, object) = object_of(&body);
-    let again = mutate(kind, operation, &object, &config, rules());
+    let view = View::of(kind, &object);
+    let again = mutate(kind, operation, &view, &config, rules());
     assert_eq!(
         again.outcome,
         Outcome::Unchanged,
@@ -159,7 +163,7 @@ fn bench_review_again(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("mutate_again");
     group.bench_function("Pod", |b| {
-        b.iter(|| mutate(kind, operation, black_box(&object), &config, rules()));
+        b.iter(|| mutate(kind, operation, black_box(&view), &config, rules()));
     });
     group.finish();
 }
@@ -184,7 +188,7 @@ fn bench_parts(c: &mut Criterion) {
     group.bench_function("drop_value/pod-create-1", |b| {
         b.iter_batched(|| object.clone(), drop, BatchSize::SmallInput);
     });
-    let mutation = mutate(kind, operation, &object, &config, rules());
+    let mutation = mutate(kind, operation, &View::of(kind, &object), &config, rules());
     group.bench_function("patch_to_json/pod-create-1", |b| {
         b.iter(|| serde_json::to_vec(black_box(&mutation.patch)).unwrap());
     });

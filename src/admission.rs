@@ -77,7 +77,7 @@ struct Request<'a> {
 /// The request's object, as far as it was read.
 enum RequestObject<'a> {
     /// The part the rules read, for a kind known when the object came.
-    View(Value),
+    View(mutation::View),
     /// Captured unparsed: `kind` had not come yet (the API server sends it
     /// first, but JSON does not promise an order).
     Raw(&'a RawValue),
@@ -206,13 +206,13 @@ pub fn review(
     };
     let mut warnings = Vec::new();
     let object = match (known_kind, request.object) {
-        (Some(_), Some(RequestObject::View(view))) => view,
+        (Some(_), Some(RequestObject::View(view))) => Some(view),
         (Some(kind), Some(RequestObject::Raw(raw))) => {
-            mutation::view::parse(kind, raw.get()).map_err(AdmissionError::Shape)?
+            Some(mutation::View::parse(kind, raw.get()).map_err(AdmissionError::Shape)?)
         }
-        _ => Value::Null,
+        _ => None,
     };
-    let object = (!object.is_null()).then_some(object);
+    let object = object.filter(|view| !view.as_value().is_null());
     let mutation = match (known_kind, operation, &object) {
         // Subresources (`pods/status`, `prometheuses/scale`, ...) carry no
         // object this webhook should touch, whatever the registration says.
@@ -247,7 +247,9 @@ pub fn review(
                 let about = mutation::describe_object(
                     &request.kind.kind,
                     request.namespace.as_deref().unwrap_or_default(),
-                    object.as_ref().unwrap_or(&Value::Null),
+                    object
+                        .as_ref()
+                        .map_or(&Value::Null, mutation::View::as_value),
                 );
                 warnings = framed_warnings(&about, &mutation.warnings);
             }

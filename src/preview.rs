@@ -132,7 +132,8 @@ fn mutate_in_place(
     };
     let name = describe(object);
     // What `kubectl apply` of a new object does: a CREATE.
-    let mutation = mutation::mutate(kind, Operation::Create, object, config, relabelings);
+    let view = mutation::View::of(kind, object);
+    let mutation = mutation::mutate(kind, Operation::Create, &view, config, relabelings);
     warnings.extend(mutation.warnings.iter().map(|w| format!("{name}: {w}")));
 
     let mut line = Map::new();
@@ -168,7 +169,14 @@ fn note_pod_template(object: &Value, config: &MutationConfig, warnings: &mut Vec
         return;
     };
     let pod = json!({"metadata": template.get("metadata"), "spec": template.get("spec")});
-    let pod_mutation = mutation::mutate(Kind::Pod, Operation::Create, &pod, config, &Value::Null);
+    let pod_view = mutation::View::of(Kind::Pod, &pod);
+    let pod_mutation = mutation::mutate(
+        Kind::Pod,
+        Operation::Create,
+        &pod_view,
+        config,
+        &Value::Null,
+    );
     if pod_mutation.outcome == Outcome::Patched {
         warnings.push(format!(
             "{}: left as it is; the webhook mutates its pods when they are created",

@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 
 use json_patch::PatchOperation;
 use libfuzzer_sys::fuzz_target;
-use prom_mtls_webhook::mutation::{Kind, MutationConfig, Operation, mutate};
+use prom_mtls_webhook::mutation::{Kind, MutationConfig, Operation, View, mutate};
 use prom_mtls_webhook::yaml;
 use serde_json::Value;
 
@@ -26,7 +26,7 @@ const KINDS: [Kind; 4] = [
 fn check(object: &Value) {
     for kind in KINDS {
         for operation in [Operation::Create, Operation::Update] {
-            let first = mutate(kind, operation, object, &CONFIG, rules());
+            let first = mutate(kind, operation, &View::of(kind, object), &CONFIG, rules());
             if first.patch.0.is_empty() {
                 continue;
             }
@@ -43,7 +43,7 @@ fn check(object: &Value) {
                     first.patch
                 );
             }
-            let second = mutate(kind, operation, &patched, &CONFIG, rules());
+            let second = mutate(kind, operation, &View::of(kind, &patched), &CONFIG, rules());
             assert!(
                 second.patch.0.is_empty(),
                 "{kind:?} {operation:?}: not idempotent\nobject: {object}\nfirst: {:?}\nsecond: {:?}",

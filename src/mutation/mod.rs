@@ -25,6 +25,7 @@ use serde_json::Value;
 
 pub use config::{MonitorMode, MutationConfig};
 pub use selector::LabelSelector;
+pub use view::View;
 
 /// The kinds this webhook knows, recognised by group and kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -193,17 +194,19 @@ pub fn describe_object(kind: &str, namespace: &str, object: &Value) -> String {
     }
 }
 
-/// Computes the patch for `object` of `kind`. `relabelings` are the scrape
+/// Computes the patch for `object` of `kind`, from its [`View`]: the
+/// fields the rules read, whether it came in a review or whole. `relabelings` are the scrape
 /// class's rules in force (a JSON array, see [`crate::mesh::Rendering`]):
 /// what a `Prometheus` or `PrometheusAgent` that lacks the class gets, and
 /// what `--monitors=endpoints` writes into ServiceMonitor endpoints.
 pub fn mutate(
     kind: Kind,
     operation: Operation,
-    object: &Value,
+    object: &View,
     config: &MutationConfig,
     relabelings: &Value,
 ) -> Mutation {
+    let object = object.as_value();
     if !object.is_object() {
         return Mutation::refused(vec![
             "the object is not a mapping; it was left unchanged".into(),

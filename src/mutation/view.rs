@@ -2,12 +2,16 @@
 //!
 //! Building a `serde_json::Value` of a whole pod (managedFields, probes,
 //! ports, tolerations...) costs most of a review's time, yet the rules read a
-//! few fields. [`parse`] builds a `Value` that keeps those fields, in their
-//! places, and skips everything else without allocating. The patch computed
-//! from the view is the patch for the full object: every path it writes and
-//! every check it makes lies within the kept fields (a test proves
-//! `mutate(view) == mutate(object)` for every golden case, fixture and
-//! generated object).
+//! few fields. [`View::parse`] builds a `Value` that keeps those fields, in
+//! their places, and skips everything else without allocating. The patch
+//! computed from the view is the patch for the full object: every path it
+//! writes and every check it makes lies within the kept fields.
+//!
+//! [`crate::mutation::mutate`] takes a [`View`], never a bare `Value`, and a
+//! `View` is made only here, by the lists below: a test, a bench or the
+//! preview hands the rules exactly what a review hands them. So a new rule
+//! that reads a field missing from these lists sees nothing in its own tests
+//! too, and its golden case fails until the field is listed.
 //!
 //! Where a field has another type than expected (a custom resource arrives
 //! before its schema is checked), it is kept whole, so the rules see it as it
@@ -123,21 +127,74 @@ fn fields_read(kind: Kind) -> &'static Keep {
     }
 }
 
-/// Parses the part of `json` (one object of `kind`) that the rules read.
-pub fn parse(kind: Kind, json: &str) -> Result<Value, serde_json::Error> {
-    let mut deserializer = serde_json::Deserializer::from_str(json);
-    let value = Seed(fields_read(kind)).deserialize(&mut deserializer)?;
-    deserializer.end()?;
-    Ok(value)
+/// An object as the rules see it: only the fields they read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct View(Value);
+
+impl View {
+    /// Parses the part of `json` (one object of `kind`) that the rules read.
+    pub fn parse(kind: Kind, json: &str) -> Result<Self, serde_json::Error> {
+        let mut deserializer = serde_json::Deserializer::from_str(json);
+        let value = Seed(fields_read(kind)).deserialize(&mut deserializer)?;
+        deserializer.end()?;
+        Ok(Self(value))
+    }
+
+    /// The view of an object already parsed whole (the `mutate` preview, the
+    /// mesh controller's watch): the same fields [`View::parse`] keeps.
+    pub fn of(kind: Kind, object: &Value) -> Self {
+        Self(keep(fields_read(kind), object))
+    }
+
+    pub fn as_value(&self) -> &Value {
+        &self.0
+    }
 }
 
 /// The view of an object of `kind`, as a seed for a deserializer already
 /// positioned at the object (the protocol layer parses it in stride).
-pub fn seed(kind: Kind) -> Seed {
-    Seed(fields_read(kind))
+pub fn seed(kind: Kind) -> ViewSeed {
+    ViewSeed(fields_read(kind))
 }
 
-pub struct Seed(&'static Keep);
+pub struct ViewSeed(&'static Keep);
+
+impl<'de> DeserializeSeed<'de> for ViewSeed {
+    type Value = View;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<View, D::Error> {
+        Seed(self.0).deserialize(deserializer).map(View)
+    }
+}
+
+/// What [`Seed`] keeps of a parsed value: the same rules, on a tree.
+fn keep(keep_as: &Keep, value: &Value) -> Value {
+    match (keep_as, value) {
+        (Fields(fields), Value::Object(object)) => Value::Object(
+            object
+                .iter()
+                .filter_map(|(key, value)| {
+                    let (_, field) = fields.iter().find(|(name, _)| name == key)?;
+                    Some((key.clone(), keep(field, value)))
+                })
+                .collect(),
+        ),
+        (AllBut(skipped), Value::Object(object)) => Value::Object(
+            object
+                .iter()
+                .filter(|(key, _)| !skipped.contains(&key.as_str()))
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect(),
+        ),
+        (Items(item), Value::Array(items)) => {
+            Value::Array(items.iter().map(|value| keep(item, value)).collect())
+        }
+        // The whole value, or one of another type than expected.
+        _ => value.clone(),
+    }
+}
+
+struct Seed(&'static Keep);
 
 impl<'de> DeserializeSeed<'de> for Seed {
     type Value = Value;
@@ -267,6 +324,18 @@ impl<'de> Deserialize<'de> for Key<'de> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// [`View::parse`], checked against [`View::of`] on the same object.
+    fn parse(kind: Kind, json: &str) -> Result<Value, serde_json::Error> {
+        let view = View::parse(kind, json)?;
+        let whole: Value = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            View::of(kind, &whole),
+            view,
+            "View::of keeps what View::parse keeps"
+        );
+        Ok(view.0)
+    }
 
     #[test]
     fn keeps_what_the_rules_read_and_nothing_else() {
