@@ -17,7 +17,7 @@
 #   cache: $PROM_MTLS_WEBHOOK_E2E_CACHE, else ${XDG_CACHE_HOME:-~/.cache}/prom-mtls-webhook/e2e
 #
 # Needs Go (1.26) and the Go module proxy; nothing else is downloaded.
-# Cold, on 2 cores, this takes about 25 minutes (docs/e2e.md); warm, a second.
+# Cold, on 2 cores, this takes about 18 minutes (docs/e2e.md); warm, a second.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

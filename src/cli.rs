@@ -179,6 +179,18 @@ pub struct ServeArgs {
     )]
     pub field_manager: String,
 
+    /// Namespaces whose Prometheus and PrometheusAgent resources never get
+    /// the scrape class, as the webhook configuration keeps them out of
+    /// admission (so do namespaces labelled `<prefix>inject=disabled`).
+    #[arg(
+        long,
+        env = "PROM_MTLS_WEBHOOK_EXCLUDE_NAMESPACES",
+        value_name = "NAMESPACE,...",
+        value_delimiter = ',',
+        default_value = "kube-system,kube-node-lease"
+    )]
+    pub exclude_namespaces: Vec<String>,
+
     #[command(flatten)]
     pub mutation: MutationArgs,
 }

@@ -225,6 +225,12 @@ impl ServeConfig {
             root_namespace: args.mesh_root_namespace,
             field_manager: args.field_manager,
             resync: nonzero("--mesh-resync-interval", args.mesh_resync_interval)?,
+            excluded_namespaces: args
+                .exclude_namespaces
+                .into_iter()
+                .map(|namespace| namespace.trim().to_owned())
+                .filter(|namespace| !namespace.is_empty())
+                .collect(),
             // A laptop's kubeconfig may point at a real cluster.
             use_api: !args.dev,
             ..MeshConfig::default()

@@ -494,6 +494,11 @@ fn namespace_selector_keeps_out_system_own_and_disabled_namespaces() {
                 w["name"]
             );
         }
+        // The mesh watch leaves the same namespaces' resources alone.
+        assert_eq!(
+            r.arg("exclude-namespaces").as_deref(),
+            Some(format!("kube-system,kube-node-lease,{own}").as_str())
+        );
     }
 }
 
@@ -799,11 +804,21 @@ fn rbac_grants_what_each_feature_reads_and_writes_and_nothing_more() {
     let classes = json!({"apiGroups": ["monitoring.coreos.com"],
                          "resources": ["prometheuses", "prometheusagents"],
                          "verbs": ["get", "list", "watch", "patch"]});
-    assert_eq!(role["rules"], json!([ordering, mesh, classes]));
-    // Each feature off takes its rule away.
+    // Where the class is not kept: namespaces labelled out (metadata only).
+    let namespaces = json!({"apiGroups": [""],
+                            "resources": ["namespaces"],
+                            "verbs": ["list", "watch"]});
+    assert_eq!(role["rules"], json!([ordering, mesh, classes, namespaces]));
+    // Each feature off takes its rules away.
     for (values, rules) in [
-        (&["orderingCheck.enabled=false"][..], json!([mesh, classes])),
-        (&["mesh.mtls=strict"][..], json!([ordering, classes])),
+        (
+            &["orderingCheck.enabled=false"][..],
+            json!([mesh, classes, namespaces]),
+        ),
+        (
+            &["mesh.mtls=strict"][..],
+            json!([ordering, classes, namespaces]),
+        ),
         (
             &["mutation.monitors=endpoints"][..],
             json!([ordering, mesh]),

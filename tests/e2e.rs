@@ -29,16 +29,13 @@ use std::time::{Duration, Instant};
 use harness::cluster::{Cluster, eventually};
 use harness::monitoring::{self, Prometheus, Target};
 use harness::pki::{Ca, Leaf, Pair};
-use harness::process::Process;
 use harness::workloads::{self, Behaviour, Hits};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
 use tokio_rustls::TlsAcceptor;
 
-const RELEASE: &str = "prom-mtls-webhook";
-const WEBHOOK_NAMESPACE: &str = "prom-mtls-webhook";
-const WEBHOOK_ADDR: &str = "127.0.0.1:9443";
+use harness::webhook::{self, NAMESPACE as WEBHOOK_NAMESPACE, RELEASE, get_text, metric};
 const MONITORS_NAMESPACE: &str = "default";
 
 /// How a stand-in serves a port.
@@ -184,10 +181,13 @@ fn addresses() -> Vec<&'static str> {
 
 #[test]
 fn prometheus_scrapes_every_target_over_the_scheme_it_needs() {
-    if !harness::enter_private_network(
+    let this_test = [
         "prometheus_scrapes_every_target_over_the_scheme_it_needs",
-        &addresses(),
-    ) {
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+    ];
+    if !harness::enter_private_network(&this_test.map(String::from), &addresses()) {
         return;
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -664,132 +664,25 @@ async fn until_targets_are(
     }
 }
 
-/// The webhook binary with the arguments of the chart's Deployment, as it
-/// is installed in the API server, on this machine instead of in a pod.
-async fn start_webhook(
-    cluster: &Cluster,
-    name: &str,
-    index: u16,
-    certs: &std::path::Path,
-) -> (Process, String) {
-    let deployment = cluster
-        .get(&["deployment", RELEASE, "-n", WEBHOOK_NAMESPACE])
-        .await;
-    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
-    let local = ["--listen=", "--admin-listen=", "--tls-cert=", "--tls-key="];
-    let mut args: Vec<String> = container["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_owned())
-        .filter(|a| !local.iter().any(|flag| a.starts_with(flag)))
-        .collect();
-    let listen = if index == 0 {
-        WEBHOOK_ADDR.to_owned()
-    } else {
-        format!("127.0.0.1:{}", 9443 + index)
-    };
-    let admin = format!("127.0.0.1:{}", 9180 + index);
-    args.extend([
-        format!("--listen={listen}"),
-        format!("--admin-listen={admin}"),
-        format!("--tls-cert={}", certs.join("tls.crt").display()),
-        format!("--tls-key={}", certs.join("tls.key").display()),
-    ]);
-    let kubeconfig = cluster
-        .service_account_kubeconfig(WEBHOOK_NAMESPACE, RELEASE)
-        .await
-        .display()
-        .to_string();
-    let process = Process::spawn(
-        name,
-        std::path::Path::new(env!("CARGO_BIN_EXE_prom-mtls-webhook")),
-        &args,
-        &[("KUBECONFIG", &kubeconfig), ("KUBERNETES_SERVICE_HOST", "")],
-        &cluster.logs,
-    );
-    (process, admin)
-}
-
-async fn get_text(url: &str) -> Option<(u16, String)> {
-    let response = reqwest::Client::new()
-        .get(url)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?;
-    let status = response.status().as_u16();
-    Some((status, response.text().await.ok()?))
-}
-
-/// A sample's value in an OpenMetrics text (0 when absent).
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter(|line| line.starts_with(series))
-        .filter_map(|line| {
-            line.rsplit_once(' ')
-                .and_then(|(_, v)| v.parse::<f64>().ok())
-        })
-        .sum()
-}
-
 async fn scenario() {
     let work = harness::WorkDir::new();
     let dir = work.path.clone();
     let mut cluster = Cluster::start(&dir).await;
 
-    // CRDs from the pinned modules, as an operator installs them.
-    for crd in std::fs::read_dir(harness::repo().join(".tools/e2e/crds")).unwrap() {
-        let path = crd.unwrap().path();
-        cluster
-            .kubectl(&["apply", "--server-side", "-f", &path.display().to_string()])
-            .await
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    }
-    cluster
-        .kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "crd",
-            "--all",
-            "--timeout=60s",
-        ])
-        .await
-        .unwrap();
-
-    // The chart, pointed at the webhook this test runs on 127.0.0.1.
+    // CRDs from the pinned modules; the chart, pointed at the webhook this
+    // test runs on 127.0.0.1.
+    webhook::install_crds(&cluster).await;
     let prom_certs = dir.join("prom-certs");
     std::fs::create_dir_all(&prom_certs).unwrap();
-    let chart = harness::repo().join("charts/prom-mtls-webhook");
-    cluster
-        .helm(&[
-            "install",
-            RELEASE,
-            &chart.display().to_string(),
-            "--namespace",
-            WEBHOOK_NAMESPACE,
-            "--create-namespace",
-            "--set",
-            &format!("webhook.url=https://{WEBHOOK_ADDR}/mutate"),
-            "--set",
-            &format!("mutation.prometheusCertDir={}/", prom_certs.display()),
-            "--set",
-            "mesh.resyncInterval=2s",
-        ])
-        .await
-        .unwrap_or_else(|e| panic!("helm install: {e}"));
-    let secret = cluster
-        .get(&["secret", &format!("{RELEASE}-tls"), "-n", WEBHOOK_NAMESPACE])
-        .await;
-    let serving = dir.join("serving");
-    std::fs::create_dir_all(&serving).unwrap();
-    for file in ["tls.crt", "tls.key"] {
-        use base64::Engine as _;
-        let data = base64::engine::general_purpose::STANDARD
-            .decode(secret["data"][file].as_str().unwrap())
-            .unwrap();
-        std::fs::write(serving.join(file), data).unwrap();
-    }
+    let chart = webhook::chart();
+    let serving = webhook::install_chart(
+        &cluster,
+        &[
+            format!("mutation.prometheusCertDir={}/", prom_certs.display()),
+            "mesh.resyncInterval=2s".to_owned(),
+        ],
+    )
+    .await;
 
     // The mesh's policies exist before the webhook starts; flip's changes later.
     for namespace in [
@@ -823,15 +716,9 @@ async fn scenario() {
         .concat())
         .await;
 
-    let (mut webhook, admin) = start_webhook(&cluster, "webhook", 0, &serving).await;
-    let readyz = format!("http://{admin}/readyz");
-    eventually(
-        Duration::from_secs(30),
-        "the webhook ready",
-        &mut || async { matches!(get_text(&readyz).await, Some((200, _))) },
-    )
-    .await;
-    webhook.assert_running();
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_prom-mtls-webhook"));
+    let (mut first, admin) = webhook::start(&cluster, binary, "webhook", 0, &serving).await;
+    first.assert_running();
 
     let mut operator = monitoring::start_operator(&cluster);
 
@@ -875,6 +762,18 @@ async fn scenario() {
             "apiVersion: monitoring.coreos.com/v1alpha1\nkind: PrometheusAgent\nmetadata: {{name: agent, namespace: {MONITORS_NAMESPACE}}}\nspec:\n  serviceAccountName: prometheus-full-access\n  serviceMonitorSelector: {{matchLabels: {{team: bookinfo}}}}\n"
         ))
         .await;
+    // Where admission never reaches, the watch writes no class either: a
+    // namespace labelled out, and kube-system.
+    cluster
+        .apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: hands-off, labels: {prom-mtls-webhook.io/inject: disabled}}\n")
+        .await;
+    for namespace in ["hands-off", "kube-system"] {
+        cluster
+            .apply(&format!(
+                "apiVersion: monitoring.coreos.com/v1\nkind: Prometheus\nmetadata: {{name: left-alone, namespace: {namespace}}}\nspec: {{serviceMonitorSelector: {{}}}}\n"
+            ))
+            .await;
+    }
 
     // The seed's ServiceMonitor, hand-edited for https, joined the class
     // instead (the webhook migrates that shape); the Prometheus got it.
@@ -999,14 +898,8 @@ async fn scenario() {
     );
 
     // A second replica, as the chart runs: both keep the class from here on.
-    let (mut replica, replica_admin) = start_webhook(&cluster, "webhook-2", 1, &serving).await;
-    let replica_ready = format!("http://{replica_admin}/readyz");
-    eventually(
-        Duration::from_secs(30),
-        "the second replica ready",
-        &mut || async { matches!(get_text(&replica_ready).await, Some((200, _))) },
-    )
-    .await;
+    let (mut replica, replica_admin) =
+        webhook::start(&cluster, binary, "webhook-2", 1, &serving).await;
 
     // PeerAuthentication changes while Prometheus runs: the stand-in sidecar
     // switches with its policy (as istiod switches a real one), and Prometheus
@@ -1279,15 +1172,7 @@ async fn scenario() {
             &mut || async { calls.load(Ordering::SeqCst) >= until },
         )
         .await;
-        for file in ["tls.crt", "tls.key"] {
-            use base64::Engine as _;
-            let data = base64::engine::general_purpose::STANDARD
-                .decode(secret_after["data"][file].as_str().unwrap())
-                .unwrap();
-            let temporary = serving.join(format!(".{file}.new"));
-            std::fs::write(&temporary, data).unwrap();
-            std::fs::rename(&temporary, serving.join(file)).unwrap();
-        }
+        webhook::write_serving_pair(&cluster, &serving).await;
         eventually(
             Duration::from_secs(30),
             "the webhook serving the new certificate",
@@ -1399,9 +1284,22 @@ async fn scenario() {
         "{agent}"
     );
 
+    // Many passes of both replicas later, the excluded namespaces' Prometheus
+    // resources are as they were applied.
+    for namespace in ["hands-off", "kube-system"] {
+        let left_alone = cluster
+            .get(&["prometheus", "left-alone", "-n", namespace])
+            .await;
+        assert!(
+            left_alone["spec"].get("scrapeClasses").is_none()
+                && left_alone["spec"].get("podMetadata").is_none(),
+            "{left_alone}"
+        );
+    }
+
     // The webhook gone: unrelated pods, kube-system's and opted-out pods are
     // still admitted; Prometheus pods fail, as failurePolicy Fail says.
-    webhook.stop(Duration::from_secs(20));
+    first.stop(Duration::from_secs(20));
     replica.stop(Duration::from_secs(20));
     let opt_out = pod_with(
         "opted-out",

@@ -224,3 +224,69 @@ fn the_crd_schemas_catch_an_invalid_patch() {
     monitor["spec"]["endpoints"][0]["scheme"] = Value::String("mtls".into());
     assert!(!validator.is_valid(&monitor));
 }
+
+fn mesh_cases() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/mesh");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.join("policies.yaml").exists())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 7, "mesh cases went missing: {}", cases.len());
+    cases
+}
+
+/// The rendering's golden cases: `tests/golden/mesh/<case>/policies.yaml`
+/// (PeerAuthentications as the API server serves them) beside `rules.yaml`
+/// (the scrape class's relabelings) and `left-out.txt` (policies that cannot
+/// be read). `UPDATE_GOLDEN=1` rewrites them.
+#[test]
+fn every_mesh_case_renders_its_expected_rules() {
+    use prom_mtls_webhook::mesh::{MeshPolicy, ModeSource, PeerAuthentication, Rendering};
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut failures = Vec::new();
+    for case in mesh_cases() {
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        let objects = read_yaml(&case.join("policies.yaml"));
+        let (mut policies, mut left_out) = (Vec::new(), Vec::new());
+        for object in objects.as_array().unwrap() {
+            match PeerAuthentication::from_object(object) {
+                Ok(policy) => policies.push(policy),
+                Err(error) => left_out.push(error.to_string()),
+            }
+        }
+        let rendering = Rendering::new(
+            ModeSource::Watch,
+            MeshPolicy::compose(&policies, "istio-system"),
+        );
+        let rules = rendering.relabelings.as_ref().clone();
+        let rules_path = case.join("rules.yaml");
+        let left_out_path = case.join("left-out.txt");
+        if update {
+            std::fs::write(&rules_path, yaml::to_string(&rules)).unwrap();
+            if left_out.is_empty() {
+                let _ = std::fs::remove_file(&left_out_path);
+            } else {
+                std::fs::write(&left_out_path, left_out.join("\n") + "\n").unwrap();
+            }
+            continue;
+        }
+        if read_yaml(&rules_path) != rules {
+            failures.push(format!(
+                "{name}: rules differ\n--- expected\n{}--- got\n{}",
+                std::fs::read_to_string(&rules_path).unwrap_or_default(),
+                yaml::to_string(&rules)
+            ));
+        }
+        let expected_left_out: Vec<String> = std::fs::read_to_string(&left_out_path)
+            .map(|text| text.lines().map(str::to_owned).collect())
+            .unwrap_or_default();
+        if expected_left_out != left_out {
+            failures.push(format!(
+                "{name}: left out {left_out:?}, expected {expected_left_out:?}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

@@ -12,6 +12,13 @@
 //!   list entry: one field manager, forced (the entry is this webhook's, a
 //!   user's `kubectl apply` may have taken it over), and `metadata.uid` set
 //!   so that a resource deleted meanwhile is not created anew.
+//! - Namespaces the webhook never changes objects in are left alone here
+//!   too, as the webhook configuration's `namespaceSelector` leaves them
+//!   out of admission: those named by `--exclude-namespaces` (the chart:
+//!   `kube-system`, `kube-node-lease`, its own) and those labelled
+//!   `<prefix>inject=disabled`, which a third watch follows. A class there
+//!   would point Prometheus at certificate files that admission never
+//!   arranged for.
 //! - Every replica runs this. They compute the same rendering from the
 //!   same policies and write only where the stored class differs from it,
 //!   so once their watches agree none of them writes; two replicas writing
@@ -31,10 +38,12 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use futures_util::StreamExt as _;
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt as _;
-use kube::runtime::reflector::Store;
 use kube::runtime::reflector::store::Writer;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -64,6 +73,9 @@ pub struct MeshConfig {
     /// assuming STRICT until the watch answers), so that an API server that
     /// cannot be reached does not keep every replica out of the Service.
     pub startup_grace: Duration,
+    /// Namespaces whose resources never get the class (besides those
+    /// labelled `<prefix>inject=disabled`).
+    pub excluded_namespaces: Vec<String>,
     /// Whether to talk to a Kubernetes API at all (found as kubectl finds
     /// it: in-cluster, `KUBECONFIG`, `~/.kube/config`). Off for `--dev`,
     /// tests and embedders: a laptop's kubeconfig may point at a real cluster.
@@ -79,6 +91,7 @@ impl Default for MeshConfig {
             resync: Duration::from_secs(300),
             debounce: Duration::from_millis(200),
             startup_grace: Duration::from_secs(10),
+            excluded_namespaces: vec!["kube-system".into(), "kube-node-lease".into()],
             use_api: true,
         }
     }
@@ -232,6 +245,15 @@ pub async fn run(
         });
     }
     if mutation.manages_scrape_class() {
+        let disabled = Writer::<PartialObjectMeta<Namespace>>::default();
+        let disabled_namespaces = disabled.as_reader();
+        tasks.spawn(watch_disabled_namespaces(
+            client.clone(),
+            format!("{}=disabled", mutation.inject_annotation()),
+            disabled,
+            metrics.clone(),
+            changed.clone(),
+        ));
         let mut stores = Vec::new();
         for (kind, api_resource) in class_holders() {
             let writer = Writer::new(api_resource.clone());
@@ -251,6 +273,7 @@ pub async fn run(
             mutation,
             state,
             metrics,
+            disabled_namespaces,
             attempts: HashMap::new(),
         };
         tasks.spawn(writer.run(stores, changed));
@@ -367,19 +390,27 @@ fn read_policies(store: &Store<DynamicObject>) -> (Vec<PeerAuthentication>, usiz
     (policies, invalid)
 }
 
-/// A watch on `Prometheus` or `PrometheusAgent` resources into `writer`.
-async fn watch_class_holders(
-    client: kube::Client,
-    kind: Kind,
-    api_resource: ApiResource,
-    mut writer: Writer<DynamicObject>,
+/// A watch of `api` into `writer`, each change after the initial list
+/// signalled on `changed`; errors are counted under `what` and retried with
+/// backoff, the first one logged.
+async fn follow<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    mut writer: Writer<K>,
+    what: &'static str,
     metrics: Arc<Metrics>,
     changed: Arc<Notify>,
-) {
-    let api = Api::<DynamicObject>::all_with(client, &api_resource);
-    let mut stream = watcher::watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
+) where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
     let mut reported = false;
     while let Some(event) = stream.next().await {
         match event {
@@ -390,19 +421,49 @@ async fn watch_class_holders(
                 }
             }
             Err(error) => {
-                metrics.mesh_watch_error(kind.as_str());
-                // No CRD (no such operator, or no agents): nothing to keep.
+                metrics.mesh_watch_error(what);
                 if !reported {
                     reported = true;
                     if cannot_read(&error) {
-                        info!(kind = kind.as_str(), %error, "mesh: cannot list these resources; their scrape class is not kept until they can be");
+                        info!(kind = what, %error, "mesh: cannot list these resources (no CRD, or no permission); retrying");
                     } else {
-                        warn!(kind = kind.as_str(), %error, "mesh: watch failed; retrying");
+                        warn!(kind = what, %error, "mesh: watch failed; retrying");
                     }
                 }
             }
         }
     }
+}
+
+/// A watch on `Prometheus` or `PrometheusAgent` resources into `writer`.
+/// Without their CRD (no such operator, no agents) there is nothing to keep.
+async fn watch_class_holders(
+    client: kube::Client,
+    kind: Kind,
+    api_resource: ApiResource,
+    writer: Writer<DynamicObject>,
+    metrics: Arc<Metrics>,
+    changed: Arc<Notify>,
+) {
+    let api = Api::<DynamicObject>::all_with(client, &api_resource);
+    let config = watcher::Config::default();
+    follow(api, config, writer, kind.as_str(), metrics, changed).await;
+}
+
+/// The namespaces labelled `<prefix>inject=disabled` (`selector`), into
+/// `writer`: their names are all the class writer needs. Until they can be
+/// read (no permission), such namespaces get the class like any other.
+async fn watch_disabled_namespaces(
+    client: kube::Client,
+    selector: String,
+    writer: Writer<PartialObjectMeta<Namespace>>,
+    metrics: Arc<Metrics>,
+    changed: Arc<Notify>,
+) {
+    // Metadata only: an `Api` of `PartialObjectMeta` asks for nothing else.
+    let api = Api::<PartialObjectMeta<Namespace>>::all(client);
+    let config = watcher::Config::default().labels(&selector);
+    follow(api, config, writer, "Namespace", metrics, changed).await;
 }
 
 /// Brings the class onto every resource that lacks the current rendering.
@@ -412,6 +473,8 @@ struct ClassWriter {
     mutation: Arc<MutationConfig>,
     state: Arc<MeshState>,
     metrics: Arc<Metrics>,
+    /// Namespaces labelled `<prefix>inject=disabled`.
+    disabled_namespaces: Store<PartialObjectMeta<Namespace>>,
     /// Writes made per resource (uid) for the rendering in force.
     attempts: HashMap<String, Attempt>,
 }
@@ -459,6 +522,18 @@ impl ClassWriter {
         }
     }
 
+    /// Whether objects in `namespace` are never changed (as in admission).
+    fn leaves_namespace_alone(&self, namespace: &str) -> bool {
+        self.config
+            .excluded_namespaces
+            .iter()
+            .any(|n| n == namespace)
+            || self
+                .disabled_namespaces
+                .get(&ObjectRef::new(namespace))
+                .is_some()
+    }
+
     /// `false` when the resource is left without the current class.
     async fn reconcile(
         &mut self,
@@ -467,6 +542,9 @@ impl ClassWriter {
         object: &DynamicObject,
         rendering: &Rendering,
     ) -> bool {
+        if self.leaves_namespace_alone(object.metadata.namespace.as_deref().unwrap_or_default()) {
+            return true;
+        }
         let Ok(json) = serde_json::to_value(object) else {
             return false;
         };

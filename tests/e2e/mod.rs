@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod monitoring;
 pub mod pki;
 pub mod process;
+pub mod webhook;
 pub mod workloads;
 
 use std::path::{Path, PathBuf};
@@ -39,12 +40,15 @@ pub fn version(name: &str) -> String {
         .to_owned()
 }
 
-/// Runs `test` in a new network namespace (and, for a user other than root,
-/// a user namespace that maps them to root there), by running this test
-/// binary again under `unshare`; returns `false` in the outer process, whose
-/// job is then done, `true` inside, where the scenario runs. The namespace,
-/// and every process started in it, ends with the test.
-pub fn enter_private_network(test: &str, addresses: &[&str]) -> bool {
+/// Runs this program again, with `args`, in a new network namespace (and,
+/// for a user other than root, a user namespace that maps them to root
+/// there), under `unshare`; returns `false` in the outer process, whose job
+/// is then done, `true` inside, where the scenario runs, with `addresses` on
+/// the namespace's loopback interface. A PID namespace too: the program is
+/// its first process, so when it ends, however it ends (a panic, a kill of
+/// the test run), the kernel ends every process it started, and the
+/// network namespace with them; `--kill-child` ends it if `unshare` is killed.
+pub fn enter_private_network(args: &[String], addresses: &[&str]) -> bool {
     if std::env::var_os(NETNS_MARKER).is_some() {
         let run = |args: &[&str]| {
             let status = Command::new("ip")
@@ -66,22 +70,28 @@ pub fn enter_private_network(test: &str, addresses: &[&str]) -> bool {
         .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
         .unwrap_or(false);
     let namespaces: &[&str] = if root {
-        &["--net"]
+        &["--net", "--pid", "--kill-child"]
     } else {
-        &["--user", "--map-root-user", "--net"]
+        &[
+            "--user",
+            "--map-root-user",
+            "--net",
+            "--pid",
+            "--kill-child",
+        ]
     };
     let exe = std::env::current_exe().unwrap();
     let status = Command::new("unshare")
         .args(namespaces)
         .arg("--")
         .arg(&exe)
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .args(args)
         .env(NETNS_MARKER, "1")
         .status()
         .unwrap_or_else(|e| panic!("cannot run unshare (util-linux): {e}"));
     assert!(
         status.success(),
-        "the end-to-end scenario failed in its network namespace (`unshare {}`): {status}",
+        "the run in its network namespace failed (`unshare {}`): {status}",
         namespaces.join(" ")
     );
     false
