@@ -2,11 +2,17 @@
 #
 # prom-mtls-webhook: a static binary on distroless/static, non-root, no shell.
 #
-#   docker build -t prom-mtls-webhook:0.1.0 \
-#     --build-arg VERSION=0.1.0 --build-arg REVISION="$(git rev-parse HEAD)" .
+#   docker build -t prom-mtls-webhook:0.2.0 \
+#     --build-arg VERSION=0.2.0 --build-arg REVISION="$(git rev-parse HEAD)" .
 #
 # The build stage runs scripts/build-release.sh, the same release build that
-# CI runs, so what CI checks is what the image ships.
+# CI runs, so what CI checks is what the image ships. It builds for the
+# platform the stage runs on (x86_64 or aarch64, rustc's host), so the image's
+# architecture is the build machine's, or the one `--platform` asks for.
+#
+# Without a Docker engine, scripts/build-image.sh assembles the same image
+# (same binary, user, entrypoint, ports and labels) from the release binary,
+# and scripts/check-image.sh runs it: see docs/image.md.
 
 FROM rust:1.95.0-bookworm AS build
 WORKDIR /src
@@ -20,10 +26,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     scripts/build-release.sh --out /out
 
 FROM gcr.io/distroless/static-debian12:nonroot
-ARG VERSION=0.1.0
+ARG VERSION=0.2.0
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="prom-mtls-webhook" \
-      org.opencontainers.image.description="Mutating admission webhook that wires Prometheus to Istio's workload certificates and switches scrapes to mTLS" \
+      org.opencontainers.image.description="Mutating admission webhook that wires Prometheus to Istio's workload certificates and scrapes over mTLS exactly where the mesh requires it" \
       org.opencontainers.image.source="https://github.com/prom-mtls-webhook/prom-mtls-webhook" \
       org.opencontainers.image.url="https://github.com/prom-mtls-webhook/prom-mtls-webhook" \
       org.opencontainers.image.licenses="Apache-2.0" \
