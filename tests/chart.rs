@@ -970,6 +970,8 @@ fn cert_manager_mode_injects_the_ca_and_sets_no_ca_bundle() {
     assert_eq!(selfsigned["spec"], json!({"selfSigned": {}}));
     let ca = r.named("Certificate", &format!("{FULLNAME}-ca"));
     assert_eq!(ca["spec"]["isCA"], true);
+    // Never the chart's own CA Secret: a switch of modes hands nothing over.
+    assert_eq!(ca["spec"]["secretName"], format!("{FULLNAME}-cert-manager-ca"));
     assert_eq!(
         ca["spec"]["issuerRef"]["name"],
         selfsigned["metadata"]["name"]
@@ -1515,6 +1517,43 @@ fn a_secret_of_ones_own_with_its_ca_bundle_replaces_the_generated_ones() {
     );
     for w in r.webhooks() {
         assert_eq!(w["clientConfig"]["caBundle"], "Zm9v");
+    }
+    // A bundle of one's own keeps cert-manager out in `auto` mode too.
+    let own_bundle = Rendering::of(&[
+        "--api-versions",
+        "cert-manager.io/v1",
+        "--set",
+        "webhook.caBundle=Zm9v",
+    ]);
+    assert!(own_bundle.all("Certificate").is_empty());
+    assert!(
+        own_bundle.webhook_configuration()["metadata"]
+            .get("annotations")
+            .is_none()
+    );
+}
+
+#[test]
+fn certificate_settings_that_cannot_hold_together_are_refused() {
+    for (values, reason) in [
+        (
+            &["certs.existingSecret=mine"][..],
+            "certs.existingSecret needs webhook.caBundle",
+        ),
+        (
+            &["certs.existingSecret=mine", "webhook.caBundle=Zm9v", "certManager.enabled=true"][..],
+            "certs.existingSecret and certManager.enabled=true exclude each other",
+        ),
+        (
+            &["webhook.caBundle=Zm9v", "certManager.enabled=true"][..],
+            "webhook.caBundle and certManager.enabled=true exclude each other",
+        ),
+    ] {
+        let mut args = vec!["--api-versions", "cert-manager.io/v1"];
+        args.extend(values.iter().flat_map(|v| ["--set", v]));
+        let out = helm_template(&args);
+        assert!(!out.success, "{values:?} was accepted");
+        assert!(out.stderr.contains(reason), "{values:?}: {}", out.stderr);
     }
 }
 

@@ -67,8 +67,18 @@ true, or auto and the cluster serves cert-manager.io/v1 (Argo CD and
 */}}
 {{- define "prom-mtls-webhook.certManager" -}}
 {{- $mode := toString .Values.certManager.enabled }}
+{{- /* Settings that cannot hold together, refused rather than half applied. */}}
+{{- if and .Values.certs.existingSecret (eq $mode "true") }}
+{{- fail "certs.existingSecret and certManager.enabled=true exclude each other: cert-manager would write into your Secret" }}
+{{- end }}
+{{- if and .Values.certs.existingSecret (not .Values.webhook.caBundle) }}
+{{- fail "certs.existingSecret needs webhook.caBundle (the base64 PEM of the CA that signed it): the API server cannot verify the webhook otherwise" }}
+{{- end }}
+{{- if and .Values.webhook.caBundle (eq $mode "true") }}
+{{- fail "webhook.caBundle and certManager.enabled=true exclude each other: cert-manager's cainjector would overwrite the bundle" }}
+{{- end }}
 {{- if eq $mode "auto" }}
-{{- and (.Capabilities.APIVersions.Has "cert-manager.io/v1") (not .Values.certs.existingSecret) }}
+{{- and (.Capabilities.APIVersions.Has "cert-manager.io/v1") (not .Values.certs.existingSecret) (not .Values.webhook.caBundle) }}
 {{- else if eq $mode "true" }}
 {{- true }}
 {{- else if eq $mode "false" }}
