@@ -2,7 +2,7 @@
 # Pod and ServiceMonitor create latency through a real kube-apiserver, with
 # the webhook called and without it, in one run (a benchmark, never a test).
 #
-#   scripts/bench-apiserver.sh [--no-build] [--rounds N] [--per-round N]
+#   scripts/bench-apiserver.sh [--no-build | --webhook BIN] [--rounds N] [--per-round N]
 #
 # Uses the end-to-end harness's control plane (etcd, kube-apiserver,
 # kube-controller-manager from scripts/e2e-components.sh, the chart installed
@@ -17,10 +17,12 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
 build=1
+webhook=""
 passed=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --no-build) build=0; shift ;;
+    --webhook) webhook="${2:?--webhook needs a binary}"; build=0; shift 2 ;;
     --rounds|--per-round) passed+=("$1" "${2:?$1 needs a value}"); shift 2 ;;
     -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "bench-apiserver: unknown argument: $1" >&2; exit 2 ;;
@@ -28,7 +30,9 @@ while [[ $# -gt 0 ]]; do
 done
 
 scripts/install-tools.sh >/dev/null
-if [[ $build -eq 1 ]]; then
+if [[ -n "$webhook" ]]; then
+  :
+elif [[ $build -eq 1 ]]; then
   webhook="$(scripts/build-release.sh)"
 else
   host="$(rustc -vV | sed -n 's/^host: //p')"

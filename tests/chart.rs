@@ -971,7 +971,10 @@ fn cert_manager_mode_injects_the_ca_and_sets_no_ca_bundle() {
     let ca = r.named("Certificate", &format!("{FULLNAME}-ca"));
     assert_eq!(ca["spec"]["isCA"], true);
     // Never the chart's own CA Secret: a switch of modes hands nothing over.
-    assert_eq!(ca["spec"]["secretName"], format!("{FULLNAME}-cert-manager-ca"));
+    assert_eq!(
+        ca["spec"]["secretName"],
+        format!("{FULLNAME}-cert-manager-ca")
+    );
     assert_eq!(
         ca["spec"]["issuerRef"]["name"],
         selfsigned["metadata"]["name"]
@@ -1541,7 +1544,11 @@ fn certificate_settings_that_cannot_hold_together_are_refused() {
             "certs.existingSecret needs webhook.caBundle",
         ),
         (
-            &["certs.existingSecret=mine", "webhook.caBundle=Zm9v", "certManager.enabled=true"][..],
+            &[
+                "certs.existingSecret=mine",
+                "webhook.caBundle=Zm9v",
+                "certManager.enabled=true",
+            ][..],
             "certs.existingSecret and certManager.enabled=true exclude each other",
         ),
         (
