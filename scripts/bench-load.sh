@@ -1,31 +1,46 @@
 #!/usr/bin/env bash
-# Load benchmark: the webhook against a constant-response TLS floor, on loopback.
+# Load benchmark: the webhook against two constant-response floors, on loopback.
 #
 #   scripts/bench-load.sh [--duration S] [--warmup S] [--rounds N]
-#                         [--connections N] [--h2] [--no-build] [--out FILE]
+#                         [--connections N] [--h2] [--no-build] [--no-latency]
+#                         [--out FILE]
 #
-# For each round, and each server in turn (fresh process every time):
-#   floor         examples/tls_floor.rs: same TLS/HTTP stack, constant answer
+# Servers, each a fresh process every time, pinned to CPU 0 (load on CPU 1):
+#   nginx         nginx (Debian `nginx-light`), one worker process, answering
+#                 every POST /mutate with the webhook's own answer to the
+#                 fixture (`return 200 '...'`), over the same certificate and
+#                 key, TLS 1.3 only, access log off: what a C server costs
+#   floor         examples/tls_floor.rs: the webhook's TLS/HTTP stack (tokio,
+#                 rustls, hyper), same constant answer: what our stack costs
 #   webhook-info  prom-mtls-webhook serve, --log-level info (the default: one
 #                 log line per review, to a file, as in production)
 #   webhook-warn  the same with --log-level warn (no per-review line)
-# the server is pinned to CPU 0 (`taskset -c 0`: one tokio worker), the load
-# generator to CPU 1; 16 keep-alive connections POST the real AdmissionReview
-# tests/fixtures/admission/pod-create-1.json to /mutate?timeout=10s for a
-# warm-up and then a measured run. Before the load, one response is sampled with
-# curl (HTTP 200; for the webhook, a JSONPatch answer echoing the uid); during
-# it, every non-2xx answer is counted. Reports, as a markdown table on stdout
-# (and in --out FILE): requests/s, p50, p99, peak RSS (VmHWM), the server's and
-# the load generator's CPU use, how often the kernel preempted the server's
-# threads, and webhook/floor throughput ratios; medians
-# over the rounds (peak RSS: the highest).
 #
-# Load generator: wrk (Debian package `wrk`, installed with apt-get when
-# missing and running as root). It is C with one epoll loop per thread, so one
-# core drives far more requests than the servers can answer; HTTP/1.1 only.
-# With --h2 the same servers are also loaded over HTTP/2 by h2load (Debian
-# `nghttp2-client`; one stream per connection at a time, percentiles computed
-# from its per-request log).
+# Closed loop, every round: 16 keep-alive connections POST the real
+# AdmissionReview tests/fixtures/admission/pod-create-1.json to
+# /mutate?timeout=10s for a warm-up, then a measured run (wrk; with --h2 also
+# h2load over HTTP/2). Before the load one response is sampled with curl
+# (HTTP 200, a JSONPatch answer echoing the uid); during it, every non-2xx
+# answer is counted. Recorded: requests/s, p50, p99, peak RSS (VmHWM), the
+# server's and the load generator's CPU, how often the kernel preempted the
+# server's threads.
+#
+# Latency, after the rounds (unless --no-latency), for nginx, the floor and
+# webhook-info: one connection, closed loop (wrk -c1: the median is the cost
+# of one request with nothing queued), and an open loop at half the
+# webhook's measured capacity (oha -q RATE with --latency-correction, so a
+# late answer delays no later request's clock: latencies from when each
+# request was due), 16 connections, its first second left out as a warm-up.
+# Every run is bounded in time.
+#
+# Prints one markdown table (and writes it to --out FILE): medians over the
+# rounds (peak RSS: the highest), ratios to both floors, the latency runs,
+# and the targets of issue 13.
+#
+# Tools: wrk (Debian `wrk`), nginx (Debian `nginx-light`), h2load (Debian
+# `nghttp2-client`, with --h2) are installed with apt-get when missing and
+# running as root; oha (crates.io) with `cargo install --locked` into
+# $OHA_ROOT (default ~/.cache/prom-mtls-webhook/oha, outside the repo).
 #
 # Builds with scripts/build-release.sh (the static release binary that ships)
 # and the floor with the same profile, target and flags. --no-build uses what
@@ -38,6 +53,8 @@ rounds=3
 connections=16
 h2=0
 build=1
+latency=1
+latency_seconds=""
 out=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -47,12 +64,14 @@ while [[ $# -gt 0 ]]; do
     --connections) connections="${2:?}"; shift 2 ;;
     --h2) h2=1; shift ;;
     --no-build) build=0; shift ;;
+    --no-latency) latency=0; shift ;;
     --out) out="${2:?}"; shift 2 ;;
-    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,47p' "$0"; exit 0 ;;
     *) echo "bench-load: unknown argument: $1" >&2; exit 2 ;;
   esac
 done
 
+latency_seconds="${latency_seconds:-$duration}"
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 fixture="$repo/tests/fixtures/admission/pod-create-1.json"
@@ -84,7 +103,14 @@ need_apt() { # command package
   command -v "$1" >/dev/null || die "needs $1 (Debian package $2)"
 }
 need_apt wrk wrk
+need_apt nginx nginx-light
 [[ "$h2" == 1 ]] && need_apt h2load nghttp2-client
+oha_root="${OHA_ROOT:-$HOME/.cache/prom-mtls-webhook/oha}"
+oha="$(command -v oha || echo "$oha_root/bin/oha")"
+if [[ "$latency" == 1 && ! -x "$oha" ]]; then
+  say "installing oha with cargo into $oha_root"
+  nice cargo install --quiet --locked --root "$oha_root" oha >&2 || die "needs oha (cargo install oha)"
+fi
 
 # --- build ---------------------------------------------------------------------
 target_dir="${CARGO_TARGET_DIR:-$repo/target}"
@@ -122,11 +148,61 @@ trap cleanup EXIT
 ca="$work/certs/ca.crt"
 results="$work/results.jsonl"
 : >"$results"
+latency_results="$work/latency.jsonl"
+: >"$latency_results"
+
+# --- nginx ------------------------------------------------------------------------
+# Its constant answer is the webhook's own answer to the fixture, as the
+# floor serves it (taken from a floor started once for that).
+nginx_config() { # answer-file
+  local answer="$1"
+  grep -q "[\\'\$]" "$answer" && die "the answer holds a quote, backslash or \$: cannot put it in nginx.conf"
+  mkdir -p "$work/nginx/logs" "$work/nginx/tmp"
+  cat >"$work/nginx/nginx.conf" <<NGINX
+daemon off;
+master_process on;
+worker_processes 1;
+worker_cpu_affinity 1;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/logs/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx/tmp/body;
+  proxy_temp_path $work/nginx/tmp/proxy;
+  fastcgi_temp_path $work/nginx/tmp/fastcgi;
+  uwsgi_temp_path $work/nginx/tmp/uwsgi;
+  scgi_temp_path $work/nginx/tmp/scgi;
+  keepalive_requests 100000000;
+  keepalive_timeout 300s;
+  server {
+    listen 127.0.0.1:$port ssl;
+    ssl_certificate $work/certs/tls.crt;
+    ssl_certificate_key $work/certs/tls.key;
+    ssl_protocols TLSv1.3;
+    location = /mutate {
+      default_type application/json;
+      return 200 '$(cat "$answer")';
+    }
+    location / { return 404; }
+  }
+}
+NGINX
+}
+
+# The pids of a server: nginx's master and its worker, else the one process.
+server_pids() {
+  echo "$server_pid"
+  pgrep -P "$server_pid" 2>/dev/null || true
+}
 
 # --- one server --------------------------------------------------------------------
 start_server() { # name
   local name="$1"
   case "$name" in
+    nginx)
+      taskset -c "$server_cpu" nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" 2>"$work/$name.log" &
+      ;;
     floor)
       taskset -c "$server_cpu" "$floor_bin" --tls-cert "$work/certs/tls.crt" \
         --tls-key "$work/certs/tls.key" --listen "127.0.0.1:$port" \
@@ -176,25 +252,37 @@ print(f"bench-load: {sys.argv[3]}: sample response 200, JSONPatch with {len(ops)
 PY
 }
 
-cpu_ticks() { # pid -> utime+stime in clock ticks
-  awk '{print $14 + $15}' "/proc/$1/stat"
+cpu_ticks() { # utime+stime of the server's processes, in clock ticks
+  local pid total=0
+  for pid in $(server_pids); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  echo "$total"
+}
+
+# The highest VmHWM among the server's processes (nginx: the worker's).
+peak_rss_kib() {
+  local pid
+  for pid in $(server_pids); do awk '/^VmHWM:/ {print $2}' "/proc/$pid/status"; done | sort -n | tail -n1
 }
 
 # Times the kernel took the CPU from one of the server's threads (summed
 # over its threads): on one CPU, each is a wait for every request in flight.
-preemptions() { # pid
-  cat "/proc/$1"/task/*/status 2>/dev/null | awk '/^nonvoluntary_ctxt_switches/ {n += $2} END {print n + 0}'
+preemptions() {
+  local pid
+  for pid in $(server_pids); do cat "/proc/$pid"/task/*/status 2>/dev/null; done |
+    awk '/^nonvoluntary_ctxt_switches/ {n += $2} END {print n + 0}'
 }
 
 # Runs the load generator under `bash -c '...; times'` so that its own CPU
 # time is known: prints the generator's JSON line with cpu_s added.
-run_load() { # proto seconds log-file
-  local proto="$1" seconds="$2" log="$3"
+run_load() { # proto seconds log-file [connections]
+  local proto="$1" seconds="$2" log="$3" conns="${4:-$connections}"
   case "$proto" in
     h1)
       BODY="$fixture" taskset -c "$load_cpu" bash -c \
         'wrk -t1 -c"$1" -d"$2"s --timeout 5s -s "$3" "$4" >"$5"; times' _ \
-        "$connections" "$seconds" "$lua" "$url" "$log.out" >"$log.times"
+        "$conns" "$seconds" "$lua" "$url" "$log.out" >"$log.times"
       grep '^{' "$log.out" | tail -n1 >"$log"
       ;;
     h2)
@@ -214,11 +302,11 @@ measure() { # name proto round
   sample_check "$name"
   run_load "$proto" "$warmup" "$run.warm"
   local t0 t1 start end pre0 pre1
-  t0="$(cpu_ticks "$server_pid")"; pre0="$(preemptions "$server_pid")"; start="$(date +%s.%N)"
+  t0="$(cpu_ticks)"; pre0="$(preemptions)"; start="$(date +%s.%N)"
   run_load "$proto" "$duration" "$run.measured"
-  t1="$(cpu_ticks "$server_pid")"; pre1="$(preemptions "$server_pid")"; end="$(date +%s.%N)"
+  t1="$(cpu_ticks)"; pre1="$(preemptions)"; end="$(date +%s.%N)"
   local hwm log_lines=""
-  hwm="$(awk '/^VmHWM:/ {print $2}' "/proc/$server_pid/status")"
+  hwm="$(peak_rss_kib)"
   stop_server
   if [[ "$name" == webhook-info ]]; then
     log_lines="$(grep -c ' review uid=' "$work/$name.log" || true)"
@@ -231,9 +319,38 @@ measure() { # name proto round
   tail -n1 "$results" | python3 "$summarize" line >&2
 }
 
+# Latency of one server: one connection closed-loop (wrk), then the open
+# loop at `rate` requests/s (oha), each after a warm-up.
+measure_latency() { # name rate
+  local name="$1" rate="$2" run="$work/lat"
+  start_server "$name"
+  sample_check "$name"
+  run_load h1 "$warmup" "$run.warm"
+  run_load h1 "$latency_seconds" "$run.one" 1
+  # Per-request CSV: the first second (16 TLS handshakes, during which
+  # requests come due and are charged the wait) is a warm-up, left out.
+  taskset -c "$load_cpu" "$oha" --no-tui --insecure --output-format csv --latency-correction -w \
+    -z "$((latency_seconds + 1))s" -q "$rate" -c "$connections" -m POST -T application/json \
+    -D "$fixture" "$url" >"$run.open.csv" 2>"$run.open.err" ||
+    { cat "$run.open.err" >&2; die "oha failed against $name"; }
+  stop_server
+  rm -f "$work/$name.log"
+  python3 "$summarize" latency --name "$name" --rate "$rate" --one "$run.one" \
+    --open "$run.open.csv" --skip 1 >>"$latency_results"
+  tail -n1 "$latency_results" | python3 "$summarize" latency-line >&2
+}
+
 protos=(h1)
 [[ "$h2" == 1 ]] && protos+=(h2)
-servers=(floor webhook-info webhook-warn)
+servers=(nginx floor webhook-info webhook-warn)
+
+# nginx answers what the floor answers: take it from a floor started once.
+start_server floor
+curl -s -o "$work/answer.json" --cacert "$ca" -H 'Content-Type: application/json' \
+  --data-binary "@$fixture" "$url"
+stop_server
+nginx_config "$work/answer.json"
+
 say "server on CPU $server_cpu, load on CPU $load_cpu, $connections connections, ${warmup}s warm-up + ${duration}s measured, $rounds round(s)"
 for round in $(seq "$rounds"); do
   for proto in "${protos[@]}"; do
@@ -245,8 +362,18 @@ for round in $(seq "$rounds"); do
   done
 done
 
+if [[ "$latency" == 1 ]]; then
+  capacity="$(python3 "$summarize" capacity --name webhook-info <"$results")"
+  rate=$((capacity / 2))
+  say "latency: one connection, then an open loop at $rate requests/s (half of webhook-info's $capacity)"
+  for name in nginx floor webhook-info; do
+    measure_latency "$name" "$rate"
+  done
+fi
+
 machine="$(lscpu | awk -F: '/^Model name/ {gsub(/^ +/, "", $2); print $2; exit}'), $(nproc --all) CPUs, Linux $(uname -r), $(rustc --version 2>/dev/null || echo rustc ?)"
 table="$(python3 "$summarize" table --machine "$machine" --connections "$connections" \
-  --duration "$duration" --rounds "$rounds" --busy "$busy" <"$results")"
+  --duration "$duration" --rounds "$rounds" --busy "$busy" --load "$(cut -d' ' -f1-3 /proc/loadavg)" \
+  --latency "$latency_results" <"$results")"
 printf '%s\n' "$table"
 if [[ -n "$out" ]]; then printf '%s\n' "$table" >"$out"; fi

@@ -6,12 +6,11 @@
 //! once the certificate volume is known to be mounted into Prometheus
 //! ([`AnnotationPlan::mark_injected`]).
 
-use serde_json::{Map, Value};
-
 use super::MutationConfig;
 use super::patch::{ObjectAdditions, PatchBuilder, Path};
 use super::proxy_config::{self, Additions, ProxyConfig};
 use super::user_volume_mount::{self, Merge};
+use super::view::{Json, Object};
 
 pub const INCLUDE_INBOUND_PORTS: &str = "traffic.sidecar.istio.io/includeInboundPorts";
 pub const INCLUDE_OUTBOUND_IP_RANGES: &str = "traffic.sidecar.istio.io/includeOutboundIPRanges";
@@ -36,11 +35,8 @@ impl AnnotationPlan {
     /// Plans the annotations for `current` (a `metadata.annotations`-like
     /// map, possibly absent). An error is a warning: the object must be left
     /// alone, since Istio would ignore or reject what could be written.
-    pub fn new(
-        current: Option<&Map<String, Value>>,
-        config: &MutationConfig,
-    ) -> Result<Self, String> {
-        let get = |key: &str| current.and_then(|map| map.get(key)).and_then(Value::as_str);
+    pub fn new(current: Option<&Object<'_>>, config: &MutationConfig) -> Result<Self, String> {
+        let get = |key: &str| current.and_then(|map| map.get(key)).and_then(Json::as_str);
         let mut plan = Self {
             sidecar_dir: config.sidecar_cert_dir.clone(),
             traffic_added: false,
@@ -112,11 +108,11 @@ impl AnnotationPlan {
 
     /// Plans `<prefix>status: injected` on `current` (the same map given to
     /// [`Self::new`]): call once the volume is mounted into Prometheus.
-    pub fn mark_injected(&mut self, current: Option<&Map<String, Value>>, config: &MutationConfig) {
+    pub fn mark_injected(&mut self, current: Option<&Object<'_>>, config: &MutationConfig) {
         let status = config.status_annotation();
         match current
             .and_then(|map| map.get(&status))
-            .and_then(Value::as_str)
+            .and_then(Json::as_str)
         {
             Some(STATUS_INJECTED) => {}
             Some(_) => self.replacements.push((status, STATUS_INJECTED.into())),
@@ -129,14 +125,19 @@ impl AnnotationPlan {
 
     /// Writes the planned changes to the annotations at `path` (`current`
     /// being what is there now); they are moved out of the plan.
-    pub fn emit(&mut self, path: &Path, current: Option<&Value>, patch: &mut PatchBuilder) {
+    pub fn emit<'r>(
+        &mut self,
+        path: &Path,
+        current: Option<&Json<'_>>,
+        patch: &mut PatchBuilder<'r>,
+    ) {
         let mut additions = ObjectAdditions::new(path.clone(), current);
         for (key, value) in self.additions.drain(..) {
-            additions.insert_if_absent(&key, Value::String(value));
+            additions.insert_if_absent(key, value);
         }
         additions.emit(patch);
         for (key, value) in self.replacements.drain(..) {
-            patch.replace(path.key(&key), Value::String(value));
+            patch.replace(path.key(&key), value);
         }
     }
 }
@@ -144,14 +145,14 @@ impl AnnotationPlan {
 /// Whether a monitor opted out with `<prefix>inject: "false"` in its own
 /// metadata (monitors have no opt-in: every one is a candidate).
 pub fn monitor_opted_out(
-    monitor: &Value,
+    monitor: &Json<'_>,
     config: &MutationConfig,
     warnings: &mut Vec<String>,
 ) -> bool {
     let annotations = monitor
         .get("metadata")
         .and_then(|m| m.get("annotations"))
-        .and_then(Value::as_object);
+        .and_then(Json::as_object);
     inject_choice(annotations, config, warnings) == Some(false)
 }
 
@@ -159,7 +160,7 @@ pub fn monitor_opted_out(
 /// (`Some(true)`), an opt-out (`Some(false)`) or neither. Compared
 /// case-insensitively; any other value is reported.
 pub fn inject_choice(
-    annotations: Option<&Map<String, Value>>,
+    annotations: Option<&Object<'_>>,
     config: &MutationConfig,
     warnings: &mut Vec<String>,
 ) -> Option<bool> {

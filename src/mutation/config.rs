@@ -2,6 +2,7 @@
 
 use serde_json::{Value, json};
 
+use super::patch::PatchValue;
 use super::selector::LabelSelector;
 
 /// What happens to ServiceMonitors and PodMonitors (`--monitors`).
@@ -64,12 +65,12 @@ impl Default for MutationConfig {
 impl MutationConfig {
     /// `<prefix>inject`: `"true"` opts a pod in, `"false"` opts any object out.
     pub fn inject_annotation(&self) -> String {
-        format!("{}inject", self.annotation_prefix)
+        [self.annotation_prefix.as_str(), "inject"].concat()
     }
 
     /// `<prefix>status`: set to `injected` on what this webhook wired.
     pub fn status_annotation(&self) -> String {
-        format!("{}status", self.annotation_prefix)
+        [self.annotation_prefix.as_str(), "status"].concat()
     }
 
     /// Whether `Prometheus` and `PrometheusAgent` resources carry the scrape
@@ -87,6 +88,16 @@ impl MutationConfig {
             "tlsConfig": self.scrape_tls_config(),
             "relabelings": relabelings,
         })
+    }
+
+    /// [`Self::scrape_class_entry`] as a patch value: the rules borrowed,
+    /// not copied (they are most of a Prometheus review's patch).
+    pub fn scrape_class_patch<'r>(&'r self, relabelings: &'r Value) -> PatchValue<'r> {
+        PatchValue::object([
+            ("name", self.scrape_class.as_str().into()),
+            ("tlsConfig", self.scrape_tls_config().into()),
+            ("relabelings", relabelings.into()),
+        ])
     }
 
     /// A file under the Prometheus container's certificate directory.

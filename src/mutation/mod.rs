@@ -25,7 +25,7 @@ use serde_json::Value;
 
 pub use config::{MonitorMode, MutationConfig};
 pub use selector::LabelSelector;
-pub use view::View;
+pub use view::{Json, View};
 
 /// The kinds this webhook knows, recognised by group and kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -131,10 +131,20 @@ pub struct Mutation {
     pub outcome: Outcome,
 }
 
-impl Mutation {
+/// A [`Mutation`] whose patch is still the builder: the review writes its
+/// JSON straight from it, the values borrowed from the configuration and
+/// the scrape class's rules (`'r`) never copied.
+#[derive(Debug)]
+pub struct Mutated<'r> {
+    pub patch: patch::PatchBuilder<'r>,
+    pub warnings: Vec<String>,
+    pub outcome: Outcome,
+}
+
+impl<'r> Mutated<'r> {
     fn empty(outcome: Outcome, warnings: Vec<String>) -> Self {
         Self {
-            patch: Patch(Vec::new()),
+            patch: patch::PatchBuilder::default(),
             warnings,
             outcome,
         }
@@ -148,7 +158,7 @@ impl Mutation {
         Self::empty(Outcome::Refused, warnings)
     }
 
-    fn from_patch(patch: patch::PatchBuilder, mut warnings: Vec<String>) -> Self {
+    fn from_patch(patch: patch::PatchBuilder<'r>, mut warnings: Vec<String>) -> Self {
         if let Some(refused) = patch.refused() {
             warnings.push(format!("{refused}; the object was left unchanged"));
             return Self::refused(warnings);
@@ -159,9 +169,19 @@ impl Mutation {
             Outcome::Patched
         };
         Self {
-            patch: patch.build(),
+            patch,
             warnings,
             outcome,
+        }
+    }
+}
+
+impl From<Mutated<'_>> for Mutation {
+    fn from(mutated: Mutated<'_>) -> Self {
+        Self {
+            patch: mutated.patch.build(),
+            warnings: mutated.warnings,
+            outcome: mutated.outcome,
         }
     }
 }
@@ -170,11 +190,16 @@ impl Mutation {
 /// made from a template have no name yet at admission; their
 /// `generateName` stands in (`Pod monitoring/prometheus-5d9f*`).
 pub fn describe_object(kind: &str, namespace: &str, object: &Value) -> String {
+    describe(kind, namespace, &Json::from(object))
+}
+
+/// [`describe_object`] on the view the rules read.
+pub fn describe(kind: &str, namespace: &str, object: &Json<'_>) -> String {
     let field = |name: &str| {
         object
             .get("metadata")
             .and_then(|m| m.get(name))
-            .and_then(Value::as_str)
+            .and_then(Json::as_str)
             .unwrap_or_default()
     };
     let name = match (field("name"), field("generateName")) {
@@ -206,9 +231,27 @@ pub fn mutate(
     config: &MutationConfig,
     relabelings: &Value,
 ) -> Mutation {
-    let object = object.as_value();
+    mutate_view(
+        kind,
+        operation,
+        &Json::from(object.as_value()),
+        config,
+        relabelings,
+    )
+    .into()
+}
+
+/// [`mutate`] on a view read straight from a review's bytes
+/// ([`view::Reader::view`]), the patch left as the builder.
+pub(crate) fn mutate_view<'r>(
+    kind: Kind,
+    operation: Operation,
+    object: &Json<'_>,
+    config: &'r MutationConfig,
+    relabelings: &'r Value,
+) -> Mutated<'r> {
     if !object.is_object() {
-        return Mutation::refused(vec![
+        return Mutated::refused(vec![
             "the object is not a mapping; it was left unchanged".into(),
         ]);
     }
@@ -223,7 +266,7 @@ pub fn mutate(
         (Kind::PodMonitor, Operation::Create | Operation::Update) => {
             pod_monitor::mutate(object, config)
         }
-        _ => Mutation::skipped(Vec::new()),
+        _ => Mutated::skipped(Vec::new()),
     }
 }
 
@@ -231,5 +274,5 @@ pub fn mutate(
 /// its pod template): then it gets no scrape class, from the admission path
 /// or from the controller.
 pub fn scrape_class_opted_out(object: &Value, config: &MutationConfig) -> bool {
-    prometheus::opted_out(object, config, &mut Vec::new())
+    prometheus::opted_out(&Json::from(object), config, &mut Vec::new())
 }

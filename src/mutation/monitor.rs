@@ -17,8 +17,9 @@ use serde_json::Value;
 
 use super::annotations::monitor_opted_out;
 use super::endpoints::{Endpoint, describe, has_tls_config, is_https, is_own_rule, subject};
-use super::patch::{PatchBuilder, Path};
-use super::{MonitorMode, Mutation, MutationConfig};
+use super::patch::{PatchBuilder, PatchValue, Path};
+use super::view::Json;
+use super::{MonitorMode, Mutated, MutationConfig};
 
 /// What differs between the two kinds.
 pub struct MonitorKind {
@@ -29,36 +30,36 @@ pub struct MonitorKind {
     pub endpoint_tls_allowed: bool,
 }
 
-pub fn mutate(
-    monitor: &Value,
+pub fn mutate<'r>(
+    monitor: &Json<'_>,
     kind: &MonitorKind,
-    config: &MutationConfig,
-    relabelings: &Value,
-) -> Mutation {
+    config: &'r MutationConfig,
+    relabelings: &'r Value,
+) -> Mutated<'r> {
     let mut warnings = Vec::new();
     if monitor_opted_out(monitor, config, &mut warnings) {
-        return Mutation::skipped(warnings);
+        return Mutated::skipped(warnings);
     }
     let spec = monitor.get("spec");
     let endpoints_path = Path::root().key("spec").key(kind.endpoints_field);
     let endpoints = match spec.and_then(|s| s.get(kind.endpoints_field)) {
-        None | Some(Value::Null) => &[][..],
-        Some(Value::Array(endpoints)) => endpoints.as_slice(),
+        None | Some(Json::Null) => &[][..],
+        Some(Json::Array(endpoints)) => endpoints.as_slice(),
         Some(_) => {
             warnings.push(format!(
                 "{endpoints_path} is not a list; the object was left unchanged"
             ));
-            return Mutation::refused(warnings);
+            return Mutated::refused(warnings);
         }
     };
     if let Some(index) = endpoints.iter().position(|e| !e.is_object()) {
         warnings.push(format!(
             "endpoint {index} is not a mapping; the object was left unchanged"
         ));
-        return Mutation::refused(warnings);
+        return Mutated::refused(warnings);
     }
     match config.monitors {
-        MonitorMode::Off => Mutation::skipped(warnings),
+        MonitorMode::Off => Mutated::skipped(warnings),
         MonitorMode::ScrapeClass => join_class(spec, endpoints, &endpoints_path, config, warnings),
         MonitorMode::Endpoints if kind.endpoint_tls_allowed => {
             wire_endpoints(endpoints, &endpoints_path, config, relabelings, warnings)
@@ -69,34 +70,34 @@ pub fn mutate(
                  certificate files in their tlsConfig, and before 0.74 a scrape class gives them none"
                     .into(),
             );
-            Mutation::skipped(warnings)
+            Mutated::skipped(warnings)
         }
     }
 }
 
-fn join_class(
-    spec: Option<&Value>,
-    endpoints: &[Value],
+fn join_class<'r>(
+    spec: Option<&Json<'_>>,
+    endpoints: &[Json<'_>],
     endpoints_path: &Path,
-    config: &MutationConfig,
+    config: &'r MutationConfig,
     mut warnings: Vec<String>,
-) -> Mutation {
+) -> Mutated<'r> {
     let class_path = Path::root().key("spec").key("scrapeClass");
     let joined = match spec.and_then(|s| s.get("scrapeClass")) {
-        None | Some(Value::Null) => false,
-        Some(Value::String(class)) if *class == config.scrape_class => true,
-        Some(Value::String(other)) => {
+        None | Some(Json::Null) => false,
+        Some(Json::String(class)) if *class == config.scrape_class => true,
+        Some(Json::String(other)) => {
             warnings.push(format!(
                 "it uses scrape class {other:?}, so it does not join {:?}: its targets are not switched to mTLS by this webhook",
                 config.scrape_class
             ));
-            return Mutation::skipped(warnings);
+            return Mutated::skipped(warnings);
         }
         Some(_) => {
             warnings.push(format!(
                 "{class_path} is not a string; the object was left unchanged"
             ));
-            return Mutation::refused(warnings);
+            return Mutated::refused(warnings);
         }
     };
 
@@ -118,7 +119,7 @@ fn join_class(
             subject(&own_tls, "has TLS settings of its own", "have TLS settings of their own"),
             config.scrape_class
         ));
-        return Mutation::skipped(warnings);
+        return Mutated::skipped(warnings);
     }
 
     let mut patch = PatchBuilder::default();
@@ -126,7 +127,7 @@ fn join_class(
     for (index, (endpoint, class)) in endpoints.iter().zip(&classes).enumerate() {
         if *class == Endpoint::Legacy {
             let path = endpoints_path.index(index);
-            patch.replace(path.key("scheme"), Value::String("http".into()));
+            patch.replace(path.key("scheme"), "http");
             if has_tls_config(endpoint) {
                 patch.remove(path.key("tlsConfig"));
             }
@@ -143,12 +144,12 @@ fn join_class(
     }
     if !joined {
         patch.ensure_mapping(&Path::root().key("spec"), spec);
-        patch.add(class_path, Value::String(config.scrape_class.clone()));
+        patch.add(class_path, config.scrape_class.as_str());
     }
-    Mutation::from_patch(patch, warnings)
+    Mutated::from_patch(patch, warnings)
 }
 
-fn classify_for_class(endpoint: &Value, joined: bool, config: &MutationConfig) -> Endpoint {
+fn classify_for_class(endpoint: &Json<'_>, joined: bool, config: &MutationConfig) -> Endpoint {
     let tls = endpoint.get("tlsConfig").filter(|t| !t.is_null());
     match (is_https(endpoint), tls) {
         (true, Some(tls)) if *tls == config.scrape_tls_config() => Endpoint::Legacy,
@@ -165,23 +166,25 @@ fn classify_for_class(endpoint: &Value, joined: bool, config: &MutationConfig) -
 /// `relabelings` (after the user's own, which therefore run first). Rules
 /// rendered for older policies are replaced; PeerAuthentication changes
 /// reach a monitor only when it is next written.
-fn wire_endpoints(
-    endpoints: &[Value],
+fn wire_endpoints<'r>(
+    endpoints: &[Json<'_>],
     endpoints_path: &Path,
-    config: &MutationConfig,
-    relabelings: &Value,
+    config: &'r MutationConfig,
+    relabelings: &'r Value,
     mut warnings: Vec<String>,
-) -> Mutation {
+) -> Mutated<'r> {
     let tls_config = config.scrape_tls_config();
     let rules: &[Value] = relabelings.as_array().map_or(&[], Vec::as_slice);
     let mut patch = PatchBuilder::default();
     let mut own_tls = Vec::new();
     for (index, endpoint) in endpoints.iter().enumerate() {
         let path = endpoints_path.index(index);
-        let ours = endpoint.get("tlsConfig") == Some(&tls_config);
+        let ours = endpoint
+            .get("tlsConfig")
+            .is_some_and(|tls| *tls == tls_config);
         if is_https(endpoint) && ours {
             // An earlier version's https: the rules decide now.
-            patch.replace(path.key("scheme"), Value::String("http".into()));
+            patch.replace(path.key("scheme"), "http");
         } else if is_https(endpoint) || (has_tls_config(endpoint) && !ours) {
             own_tls.push(describe(index, endpoint));
             continue;
@@ -205,18 +208,26 @@ fn wire_endpoints(
             )
         ));
     }
-    Mutation::from_patch(patch, warnings)
+    Mutated::from_patch(patch, warnings)
 }
 
 /// The class's rules at the end of the endpoint's `relabelings`, replacing
 /// any earlier rendering of them.
-fn ensure_rules(path: &Path, current: Option<&Value>, rules: &[Value], patch: &mut PatchBuilder) {
+fn ensure_rules<'r>(
+    path: &Path,
+    current: Option<&Json<'_>>,
+    rules: &'r [Value],
+    patch: &mut PatchBuilder<'r>,
+) {
     let existing = match current {
-        None | Some(Value::Null) => {
-            patch.add(path.clone(), Value::Array(rules.to_vec()));
+        None | Some(Json::Null) => {
+            patch.add(
+                path.clone(),
+                PatchValue::Array(rules.iter().map(PatchValue::from).collect()),
+            );
             return;
         }
-        Some(Value::Array(existing)) => existing,
+        Some(Json::Array(existing)) => existing,
         Some(_) => {
             patch.refuse(path, "list");
             return;
@@ -230,7 +241,9 @@ fn ensure_rules(path: &Path, current: Option<&Value>, rules: &[Value], patch: &m
         .collect();
     let tail_is_current = existing.len() >= rules.len()
         && own.len() == rules.len()
-        && existing.get(existing.len() - rules.len()..) == Some(rules);
+        && existing
+            .get(existing.len() - rules.len()..)
+            .is_some_and(|tail| tail.iter().zip(rules).all(|(have, rule)| have == rule));
     if tail_is_current {
         return;
     }
@@ -239,6 +252,6 @@ fn ensure_rules(path: &Path, current: Option<&Value>, rules: &[Value], patch: &m
         patch.remove(path.index(index));
     }
     for rule in rules {
-        patch.add(path.end(), rule.clone());
+        patch.add(path.end(), rule);
     }
 }

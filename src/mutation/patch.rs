@@ -3,12 +3,21 @@
 //! Mutations never round-trip the object through typed structs: they read the
 //! object as JSON and emit operations that add what is missing. Paths are
 //! built token by token, so `/` and `~` in keys are escaped (RFC 6901).
+//!
+//! The operations' values may borrow (the configured names, the scrape
+//! class's rules): the review writes the patch's JSON straight from them
+//! ([`PatchBuilder::write_json`]), byte for byte what serde_json writes for
+//! the [`Patch`] that [`PatchBuilder::build`] makes of them, without cloning
+//! the rules or building a `serde_json::Map` per added object.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
 use serde_json::Value;
+
+use super::view::{Json, Object, plain_len};
 
 /// A JSON Pointer under construction, e.g. `Path::root().key("spec").key("volumes")`:
 /// the encoded pointer text, each step one allocation of the right size
@@ -23,21 +32,18 @@ impl Path {
 
     /// Appends an object key, `~` and `/` escaped as `~0` and `~1`.
     pub fn key(&self, key: &str) -> Self {
-        let escapes = key.bytes().filter(|b| matches!(b, b'~' | b'/')).count();
-        let mut pointer = String::with_capacity(self.0.len() + 1 + key.len() + escapes);
+        // Room for a few escapes: most keys have none, annotation keys one.
+        let mut pointer = String::with_capacity(self.0.len() + 1 + key.len() + 4);
         pointer.push_str(&self.0);
         pointer.push('/');
-        if escapes == 0 {
-            pointer.push_str(key);
-        } else {
-            for c in key.chars() {
-                match c {
-                    '~' => pointer.push_str("~0"),
-                    '/' => pointer.push_str("~1"),
-                    c => pointer.push(c),
-                }
-            }
+        let mut rest = key;
+        while let Some(at) = rest.find(['~', '/']) {
+            let (plain, escaped) = rest.split_at(at);
+            pointer.push_str(plain);
+            pointer.push_str(if escaped.starts_with('~') { "~0" } else { "~1" });
+            rest = escaped.get(1..).unwrap_or_default();
         }
+        pointer.push_str(rest);
         Self(pointer)
     }
 
@@ -45,8 +51,14 @@ impl Path {
     pub fn index(&self, index: usize) -> Self {
         let mut pointer = String::with_capacity(self.0.len() + 8);
         pointer.push_str(&self.0);
-        // Writing to a String cannot fail.
-        let _ = write!(pointer, "/{index}");
+        pointer.push('/');
+        if index < 10 {
+            // The usual case, without the formatting machinery.
+            pointer.push(char::from(b'0' + index as u8));
+        } else {
+            // Writing to a String cannot fail.
+            let _ = write!(pointer, "{index}");
+        }
         Self(pointer)
     }
 
@@ -62,6 +74,174 @@ impl std::fmt::Display for Path {
     }
 }
 
+/// A value the patch writes: made here, or borrowed from the configuration
+/// and the scrape class's rules.
+#[derive(Clone, Debug)]
+pub enum PatchValue<'r> {
+    Str(Cow<'r, str>),
+    Bool(bool),
+    /// A whole value, written as it is.
+    Value(Cow<'r, Value>),
+    Array(Vec<PatchValue<'r>>),
+    /// Keys unique, in order.
+    Object(Vec<(Cow<'r, str>, PatchValue<'r>)>),
+}
+
+impl<'r> PatchValue<'r> {
+    /// `{key: value, ...}` from distinct keys.
+    pub fn object<const N: usize>(entries: [(&'r str, PatchValue<'r>); N]) -> Self {
+        Self::Object(
+            entries
+                .into_iter()
+                .map(|(key, value)| (Cow::Borrowed(key), value))
+                .collect(),
+        )
+    }
+
+    pub fn to_value(&self) -> Value {
+        match self {
+            Self::Str(s) => Value::String(s.as_ref().to_owned()),
+            Self::Bool(b) => Value::Bool(*b),
+            Self::Value(value) => value.as_ref().clone(),
+            Self::Array(items) => Value::Array(items.iter().map(Self::to_value).collect()),
+            Self::Object(entries) => Value::Object(
+                entries
+                    .iter()
+                    .map(|(key, value)| (key.as_ref().to_owned(), value.to_value()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The value as compact JSON, as serde_json writes [`Self::to_value`].
+    fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::Str(s) => write_json_str(out, s),
+            Self::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+            Self::Value(value) => write_json_value(out, value),
+            Self::Array(items) => {
+                write_json_list(out, b'[', b']', items, |out, item| item.write_json(out))
+            }
+            Self::Object(entries) => {
+                write_json_list(out, b'{', b'}', entries, |out, (key, value)| {
+                    write_json_str(out, key);
+                    out.push(b':');
+                    value.write_json(out);
+                })
+            }
+        }
+    }
+}
+
+impl<'r> From<&'r str> for PatchValue<'r> {
+    fn from(s: &'r str) -> Self {
+        Self::Str(Cow::Borrowed(s))
+    }
+}
+
+impl From<String> for PatchValue<'_> {
+    fn from(s: String) -> Self {
+        Self::Str(Cow::Owned(s))
+    }
+}
+
+impl<'r> From<&'r Value> for PatchValue<'r> {
+    fn from(value: &'r Value) -> Self {
+        Self::Value(Cow::Borrowed(value))
+    }
+}
+
+impl From<Value> for PatchValue<'_> {
+    fn from(value: Value) -> Self {
+        Self::Value(Cow::Owned(value))
+    }
+}
+
+/// `open item,item close`.
+fn write_json_list<T>(
+    out: &mut Vec<u8>,
+    open: u8,
+    close: u8,
+    items: impl IntoIterator<Item = T>,
+    mut write: impl FnMut(&mut Vec<u8>, T),
+) {
+    out.push(open);
+    for (index, item) in items.into_iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        write(out, item);
+    }
+    out.push(close);
+}
+
+/// A `serde_json::Value` as serde_json's compact serializer writes it.
+fn write_json_value(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        // Rare in a patch: serde_json's own writer (writing to a Vec cannot
+        // fail).
+        Value::Number(n) => {
+            let _ = serde_json::to_writer(&mut *out, n);
+        }
+        Value::String(s) => write_json_str(out, s),
+        Value::Array(items) => write_json_list(out, b'[', b']', items, write_json_value),
+        Value::Object(map) => write_json_list(out, b'{', b'}', map, |out, (key, value)| {
+            write_json_str(out, key);
+            out.push(b':');
+            write_json_value(out, value);
+        }),
+    }
+}
+
+/// A JSON string, escaped as serde_json escapes: `"` and `\`, the control
+/// characters as `\b \t \n \f \r` or `\u00xx`; everything else as it is.
+/// Runs without escapes are found eight bytes at a time and copied whole.
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    let mut rest = s.as_bytes();
+    loop {
+        let plain = plain_len(rest);
+        let (run, tail) = rest.split_at(plain.min(rest.len()));
+        out.extend_from_slice(run);
+        let Some((&byte, tail)) = tail.split_first() else {
+            break;
+        };
+        match byte {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => {
+                let hex = |nibble: u8| HEX.get(usize::from(nibble)).copied().unwrap_or(b'0');
+                out.extend_from_slice(&[b'\\', b'u', b'0', b'0', hex(byte >> 4), hex(byte & 0xf)]);
+            }
+        }
+        rest = tail;
+    }
+    out.push(b'"');
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Add,
+    Replace,
+    Remove,
+}
+
+#[derive(Debug)]
+struct Operation<'r> {
+    op: Op,
+    path: Path,
+    value: Option<PatchValue<'r>>,
+}
+
 /// Accumulates patch operations.
 ///
 /// A write into a field that holds the wrong type (a list that is a string,
@@ -70,74 +250,70 @@ impl std::fmt::Display for Path {
 /// (see [`PatchBuilder::refused`]). The API server validates types only after
 /// mutating admission, so custom resources can arrive that way.
 #[derive(Debug, Default)]
-pub struct PatchBuilder {
-    operations: Vec<PatchOperation>,
+pub struct PatchBuilder<'r> {
+    operations: Vec<Operation<'r>>,
     refused: Option<String>,
 }
 
-impl PatchBuilder {
-    pub fn add(&mut self, path: Path, value: Value) {
-        if let Some(path) = self.pointer(path) {
-            self.operations
-                .push(PatchOperation::Add(AddOperation { path, value }));
-        }
+impl<'r> PatchBuilder<'r> {
+    pub fn add(&mut self, path: Path, value: impl Into<PatchValue<'r>>) {
+        self.push(Op::Add, path, Some(value.into()));
     }
 
     /// Replaces a value that exists. Used only for the merges SPEC.md allows
     /// (an annotation whose content is merged, `scheme: http` -> `https`).
-    pub fn replace(&mut self, path: Path, value: Value) {
-        if let Some(path) = self.pointer(path) {
-            self.operations
-                .push(PatchOperation::Replace(ReplaceOperation { path, value }));
-        }
+    pub fn replace(&mut self, path: Path, value: impl Into<PatchValue<'r>>) {
+        self.push(Op::Replace, path, Some(value.into()));
     }
 
     /// Removes a value that exists. Used only for what this webhook itself
     /// wrote before (its stale rules, an earlier version's endpoint TLS).
     pub fn remove(&mut self, path: Path) {
-        if let Some(path) = self.pointer(path) {
-            self.operations
-                .push(PatchOperation::Remove(RemoveOperation { path }));
-        }
+        self.push(Op::Remove, path, None);
     }
 
     /// [`Path`] only builds valid pointers; should one ever not be, the
     /// object is left alone rather than sent a patch the API server refuses.
-    fn pointer(&mut self, path: Path) -> Option<PointerBuf> {
-        match PointerBuf::parse(path.0) {
-            Ok(pointer) => Some(pointer),
-            Err(error) => {
-                self.refused.get_or_insert_with(|| {
-                    format!("a patch path is not a valid JSON pointer ({error})")
-                });
-                None
-            }
+    fn push(&mut self, op: Op, path: Path, value: Option<PatchValue<'r>>) {
+        if is_pointer(&path.0) {
+            self.operations.push(Operation { op, path, value });
+        } else if let Err(error) = PointerBuf::parse(path.0) {
+            self.refused.get_or_insert_with(|| {
+                format!("a patch path is not a valid JSON pointer ({error})")
+            });
         }
     }
 
     /// Appends `item` to the list at `array_path` (`existing` being what is
     /// there now), creating the list when it is absent or null.
-    pub fn add_to_array(&mut self, array_path: &Path, existing: Option<&Value>, item: Value) {
+    pub fn add_to_array(
+        &mut self,
+        array_path: &Path,
+        existing: Option<&Json<'_>>,
+        item: impl Into<PatchValue<'r>>,
+    ) {
         match existing {
-            Some(Value::Array(_)) => self.add(array_path.end(), item),
-            None | Some(Value::Null) => self.add(array_path.clone(), Value::Array(vec![item])),
+            Some(Json::Array(_)) => self.add(array_path.end(), item),
+            None | Some(Json::Null) => {
+                self.add(array_path.clone(), PatchValue::Array(vec![item.into()]))
+            }
             Some(_) => self.refuse(array_path, "list"),
         }
     }
 
     /// Requires a mapping at `path` (`value` being what is there now).
-    pub fn require_mapping(&mut self, path: &Path, value: Option<&Value>) {
-        if !value.is_some_and(Value::is_object) {
+    pub fn require_mapping(&mut self, path: &Path, value: Option<&Json<'_>>) {
+        if !value.is_some_and(Json::is_object) {
             self.refuse(path, "mapping");
         }
     }
 
     /// Creates an empty mapping at `path` when absent or null; refuses
     /// anything else that is not a mapping.
-    pub fn ensure_mapping(&mut self, path: &Path, value: Option<&Value>) {
+    pub fn ensure_mapping(&mut self, path: &Path, value: Option<&Json<'_>>) {
         match value {
-            None | Some(Value::Null) => self.add(path.clone(), Value::Object(Default::default())),
-            Some(Value::Object(_)) => {}
+            None | Some(Json::Null) => self.add(path.clone(), PatchValue::Object(Vec::new())),
+            Some(Json::Object(_)) => {}
             Some(_) => self.refuse(path, "mapping"),
         }
     }
@@ -161,9 +337,60 @@ impl PatchBuilder {
         self.operations.len()
     }
 
-    pub fn build(self) -> Patch {
-        Patch(self.operations)
+    /// The operations as json-patch's types (values copied out).
+    pub fn build(&self) -> Patch {
+        let operations = self.operations.iter().filter_map(|operation| {
+            // Checked when pushed: parsing cannot fail.
+            let path = PointerBuf::parse(operation.path.0.as_str()).ok()?;
+            let value = || {
+                operation
+                    .value
+                    .as_ref()
+                    .map_or(Value::Null, PatchValue::to_value)
+            };
+            Some(match operation.op {
+                Op::Add => PatchOperation::Add(AddOperation {
+                    path,
+                    value: value(),
+                }),
+                Op::Replace => PatchOperation::Replace(ReplaceOperation {
+                    path,
+                    value: value(),
+                }),
+                Op::Remove => PatchOperation::Remove(RemoveOperation { path }),
+            })
+        });
+        Patch(operations.collect())
     }
+
+    /// The patch as JSON, byte for byte `serde_json::to_vec(&self.build())`.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        write_json_list(out, b'[', b']', &self.operations, |out, operation| {
+            out.extend_from_slice(match operation.op {
+                Op::Add => br#"{"op":"add","path":"#,
+                Op::Replace => br#"{"op":"replace","path":"#,
+                Op::Remove => br#"{"op":"remove","path":"#,
+            });
+            write_json_str(out, &operation.path.0);
+            if let Some(value) = &operation.value {
+                out.extend_from_slice(br#","value":"#);
+                value.write_json(out);
+            }
+            out.push(b'}');
+        });
+    }
+}
+
+/// What jsonptr accepts: empty, or `/` first and every `~` followed by `0`
+/// or `1`.
+fn is_pointer(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    (bytes.is_empty() || bytes.first() == Some(&b'/'))
+        && (!bytes.contains(&b'~')
+            || path
+                .split('~')
+                .skip(1)
+                .all(|after| after.starts_with(['0', '1'])))
 }
 
 /// Keys to add to one JSON object that may not exist yet.
@@ -171,37 +398,48 @@ impl PatchBuilder {
 /// When the object exists, each key becomes its own `add`; when it does not
 /// (or is null), a single `add` creates it with every key. Either way the
 /// keys already present are never touched.
-pub struct ObjectAdditions<'a> {
+pub struct ObjectAdditions<'a, 'j, 'r> {
     path: Path,
-    existing: Option<&'a serde_json::Map<String, Value>>,
+    existing: Option<&'a Object<'j>>,
     /// Something that is neither a mapping nor null is there.
     wrong_type: bool,
-    additions: serde_json::Map<String, Value>,
+    additions: Vec<(Cow<'r, str>, PatchValue<'r>)>,
 }
 
-impl<'a> ObjectAdditions<'a> {
+impl<'a, 'j, 'r> ObjectAdditions<'a, 'j, 'r> {
     /// `current` is what is at `path` in the object now.
-    pub fn new(path: Path, current: Option<&'a Value>) -> Self {
+    pub fn new(path: Path, current: Option<&'a Json<'j>>) -> Self {
         Self {
             path,
-            existing: current.and_then(Value::as_object),
+            existing: current.and_then(Json::as_object),
             wrong_type: current.is_some_and(|v| !v.is_object() && !v.is_null()),
-            additions: serde_json::Map::new(),
+            additions: Vec::new(),
         }
     }
 
-    pub fn get(&self, key: &str) -> Option<&'a Value> {
+    pub fn get(&self, key: &str) -> Option<&'a Json<'j>> {
         self.existing.and_then(|map| map.get(key))
     }
 
-    /// Adds `key` unless the object already has it.
-    pub fn insert_if_absent(&mut self, key: &str, value: Value) {
-        if self.get(key).is_none() {
-            self.additions.insert(key.to_owned(), value);
+    /// Adds `key` unless the object already has it (a key added twice keeps
+    /// its first place and its last value, as in a `serde_json::Map`).
+    pub fn insert_if_absent(
+        &mut self,
+        key: impl Into<Cow<'r, str>>,
+        value: impl Into<PatchValue<'r>>,
+    ) {
+        let key = key.into();
+        if self.get(&key).is_some() {
+            return;
+        }
+        let value = value.into();
+        match self.additions.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, slot)) => *slot = value,
+            None => self.additions.push((key, value)),
         }
     }
 
-    pub fn emit(self, patch: &mut PatchBuilder) {
+    pub fn emit(self, patch: &mut PatchBuilder<'r>) {
         if self.additions.is_empty() {
             return;
         }
@@ -212,7 +450,7 @@ impl<'a> ObjectAdditions<'a> {
                 patch.add(self.path.key(&key), value);
             }
         } else {
-            patch.add(self.path, Value::Object(self.additions));
+            patch.add(self.path, PatchValue::Object(self.additions));
         }
     }
 }
@@ -238,29 +476,43 @@ mod tests {
         assert!(PointerBuf::parse(path.to_string()).is_ok());
     }
 
+    /// The patch as serde_json writes what [`PatchBuilder::build`] makes:
+    /// [`PatchBuilder::write_json`] must write the same bytes.
+    fn json_of(patch: &PatchBuilder<'_>) -> Value {
+        let mut written = Vec::new();
+        patch.write_json(&mut written);
+        assert_eq!(
+            String::from_utf8(written).unwrap(),
+            serde_json::to_string(&patch.build()).unwrap()
+        );
+        serde_json::to_value(patch.build()).unwrap()
+    }
+
     #[test]
     fn creates_a_missing_object_in_one_operation() {
         let mut patch = PatchBuilder::default();
         let mut additions = ObjectAdditions::new(Path::root().key("annotations"), None);
-        additions.insert_if_absent("a", json!("1"));
-        additions.insert_if_absent("b", json!("2"));
+        additions.insert_if_absent("a", "1");
+        additions.insert_if_absent("b", "2");
+        additions.insert_if_absent("a", "3");
         additions.emit(&mut patch);
         assert_eq!(
-            serde_json::to_value(patch.build()).unwrap(),
-            json!([{"op": "add", "path": "/annotations", "value": {"a": "1", "b": "2"}}])
+            json_of(&patch),
+            json!([{"op": "add", "path": "/annotations", "value": {"a": "3", "b": "2"}}])
         );
     }
 
     #[test]
     fn adds_only_missing_keys_to_an_existing_object() {
         let current = json!({"a": "mine"});
+        let current = Json::from(&current);
         let mut patch = PatchBuilder::default();
         let mut additions = ObjectAdditions::new(Path::root().key("annotations"), Some(&current));
-        additions.insert_if_absent("a", json!("theirs"));
-        additions.insert_if_absent("b", json!("2"));
+        additions.insert_if_absent("a", "theirs");
+        additions.insert_if_absent("b", "2");
         additions.emit(&mut patch);
         assert_eq!(
-            serde_json::to_value(patch.build()).unwrap(),
+            json_of(&patch),
             json!([{"op": "add", "path": "/annotations/b", "value": "2"}])
         );
     }
@@ -268,10 +520,12 @@ mod tests {
     #[test]
     fn refuses_to_overwrite_a_field_of_the_wrong_type() {
         let mut patch = PatchBuilder::default();
-        patch.add_to_array(&Path::root().key("volumes"), Some(&json!("x")), json!(1));
+        let x = json!("x");
+        patch.add_to_array(&Path::root().key("volumes"), Some(&Json::from(&x)), "1");
         let three = json!(3);
+        let three = Json::from(&three);
         let mut additions = ObjectAdditions::new(Path::root().key("annotations"), Some(&three));
-        additions.insert_if_absent("a", json!("1"));
+        additions.insert_if_absent("a", "1");
         additions.emit(&mut patch);
         assert!(patch.is_empty());
         assert_eq!(patch.refused(), Some("/volumes is not a list"));
@@ -281,16 +535,40 @@ mod tests {
     fn appends_to_an_existing_array_and_creates_a_missing_one() {
         let mut patch = PatchBuilder::default();
         let list = Path::root().key("volumes");
-        patch.add_to_array(&list, Some(&json!([1])), json!(2));
+        let one = json!([1]);
+        let two = json!(2);
+        patch.add_to_array(&list, Some(&Json::from(&one)), &two);
         patch.add_to_array(&list, None, json!(3));
-        patch.add_to_array(&list, Some(&Value::Null), json!(4));
+        patch.add_to_array(&list, Some(&Json::Null), PatchValue::Bool(false));
         assert_eq!(
-            serde_json::to_value(patch.build()).unwrap(),
+            json_of(&patch),
             json!([
                 {"op": "add", "path": "/volumes/-", "value": 2},
                 {"op": "add", "path": "/volumes", "value": [3]},
-                {"op": "add", "path": "/volumes", "value": [4]},
+                {"op": "add", "path": "/volumes", "value": [false]},
             ])
         );
+    }
+
+    #[test]
+    fn writes_json_as_serde_json_does() {
+        let awkward = "q\"b\\s/c\u{1}\u{8}\u{c}\n\r\t\u{1f}\u{7f}é\u{2028}🦀 0123456789abcdef";
+        let value = json!({"s": awkward, "n": [1, -2, 1.5, 1e300, 0.1], "t": true, "z": null,
+                           "o": {"k\"ey": [], "e": {}}});
+        let mut patch = PatchBuilder::default();
+        patch.add(Path::root().key(awkward), &value);
+        patch.replace(Path::root().key("a~b/c").index(3), awkward);
+        patch.remove(Path::root().end());
+        patch.add(
+            Path::root(),
+            PatchValue::object([("x", PatchValue::Array(vec![(&value).into(), "y".into()]))]),
+        );
+        json_of(&patch);
+        for len in 0..40 {
+            let s: String = awkward.chars().cycle().take(len).collect();
+            let mut out = Vec::new();
+            write_json_str(&mut out, &s);
+            assert_eq!(out, serde_json::to_vec(&s).unwrap(), "{s:?}");
+        }
     }
 }

@@ -3,25 +3,24 @@
 //! that mount is in place, and, when Istio's injector ran first, the
 //! sidecar's `OUTPUT_CERTS` and mount.
 
-use serde_json::{Value, json};
-
 use super::annotations::{AnnotationPlan, inject_choice};
-use super::patch::{PatchBuilder, Path};
+use super::patch::{PatchBuilder, PatchValue, Path};
 use super::pod_template::{
     ISTIO_PROXY, ensure_injection_label, ensure_mount, ensure_volume, find_named,
     find_prometheus_container,
 };
-use super::{Mutation, MutationConfig};
+use super::view::Json;
+use super::{Mutated, MutationConfig};
 
 const OUTPUT_CERTS: &str = "OUTPUT_CERTS";
 
-pub fn mutate(pod: &Value, config: &MutationConfig) -> Mutation {
+pub fn mutate<'r>(pod: &Json<'_>, config: &'r MutationConfig) -> Mutated<'r> {
     let metadata = pod.get("metadata");
     let annotations = metadata.and_then(|m| m.get("annotations"));
-    let annotation_map = annotations.and_then(Value::as_object);
+    let annotation_map = annotations.and_then(Json::as_object);
     let labels = metadata
         .and_then(|m| m.get("labels"))
-        .and_then(Value::as_object);
+        .and_then(Json::as_object);
 
     let mut warnings = Vec::new();
     let selected = match inject_choice(annotation_map, config, &mut warnings) {
@@ -29,14 +28,14 @@ pub fn mutate(pod: &Value, config: &MutationConfig) -> Mutation {
         None => config.pod_selector.matches(labels),
     };
     if !selected {
-        return Mutation::skipped(warnings);
+        return Mutated::skipped(warnings);
     }
 
     let mut plan = match AnnotationPlan::new(annotation_map, config) {
         Ok(plan) => plan,
         Err(reason) => {
             warnings.push(format!("{reason}; the pod was left unchanged"));
-            return Mutation::refused(warnings);
+            return Mutated::refused(warnings);
         }
     };
     warnings.append(&mut plan.warnings);
@@ -66,7 +65,7 @@ pub fn mutate(pod: &Value, config: &MutationConfig) -> Mutation {
             let container_path = spec_path.key("containers").index(index);
             let name = container
                 .get("name")
-                .and_then(Value::as_str)
+                .and_then(Json::as_str)
                 .unwrap_or(&config.prometheus_container);
             let blocked = ensure_mount(
                 &container_path.key("volumeMounts"),
@@ -113,17 +112,17 @@ pub fn mutate(pod: &Value, config: &MutationConfig) -> Mutation {
         }
     }
 
-    Mutation::from_patch(patch, warnings)
+    Mutated::from_patch(patch, warnings)
 }
 
 /// `OUTPUT_CERTS` in the sidecar's environment, and a writable mount of the
 /// volume at that directory.
-fn wire_injected_sidecar(
+fn wire_injected_sidecar<'r>(
     path: &Path,
-    proxy: &Value,
+    proxy: &Json<'_>,
     sidecar_dir: &str,
-    config: &MutationConfig,
-    patch: &mut PatchBuilder,
+    config: &'r MutationConfig,
+    patch: &mut PatchBuilder<'r>,
     warnings: &mut Vec<String>,
 ) {
     let env = proxy.get("env");
@@ -132,14 +131,17 @@ fn wire_injected_sidecar(
         // where the running sidecar writes, so mount there.
         Some((_, var)) => var
             .get("value")
-            .and_then(Value::as_str)
+            .and_then(Json::as_str)
             .unwrap_or(sidecar_dir)
             .to_owned(),
         None => {
             patch.add_to_array(
                 &path.key("env"),
                 env,
-                json!({"name": OUTPUT_CERTS, "value": sidecar_dir}),
+                PatchValue::object([
+                    ("name", OUTPUT_CERTS.into()),
+                    ("value", sidecar_dir.to_owned().into()),
+                ]),
             );
             sidecar_dir.to_owned()
         }

@@ -6,13 +6,15 @@
 use serde_json::Value;
 
 use super::monitor::{self, MonitorKind};
-use super::{Mutation, MutationConfig};
+use super::view::Json;
+use super::{Mutated, MutationConfig};
 
 const POD_MONITOR: MonitorKind = MonitorKind {
     endpoints_field: "podMetricsEndpoints",
     endpoint_tls_allowed: false,
 };
 
-pub fn mutate(monitor: &Value, config: &MutationConfig) -> Mutation {
-    monitor::mutate(monitor, &POD_MONITOR, config, &Value::Null)
+pub fn mutate<'r>(monitor: &Json<'_>, config: &'r MutationConfig) -> Mutated<'r> {
+    static NO_RULES: Value = Value::Null;
+    monitor::mutate(monitor, &POD_MONITOR, config, &NO_RULES)
 }

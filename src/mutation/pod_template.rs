@@ -2,22 +2,21 @@
 //! resources share: the volume, mounts, the injection label, and finding
 //! the Prometheus container.
 
-use serde_json::{Map, Value, json};
-
 use super::MutationConfig;
-use super::patch::{ObjectAdditions, PatchBuilder, Path};
+use super::patch::{ObjectAdditions, PatchBuilder, PatchValue, Path};
 use super::user_volume_mount::same_dir;
+use super::view::{Json, Object};
 
-fn items(list: Option<&Value>) -> impl Iterator<Item = &Value> {
-    list.and_then(Value::as_array).into_iter().flatten()
+fn items<'a, 'j>(list: Option<&'a Json<'j>>) -> impl Iterator<Item = &'a Json<'j>> {
+    list.and_then(Json::as_array).into_iter().flatten()
 }
 
-fn name_of(item: &Value) -> Option<&str> {
-    item.get("name").and_then(Value::as_str)
+fn name_of<'a>(item: &'a Json<'_>) -> Option<&'a str> {
+    item.get("name").and_then(Json::as_str)
 }
 
 /// Finds the entries of a list (containers, env, volumes) with this name.
-pub fn find_named<'a>(list: Option<&'a Value>, name: &str) -> Option<(usize, &'a Value)> {
+pub fn find_named<'a, 'j>(list: Option<&'a Json<'j>>, name: &str) -> Option<(usize, &'a Json<'j>)> {
     items(list)
         .enumerate()
         .find(|(_, item)| name_of(item) == Some(name))
@@ -25,17 +24,23 @@ pub fn find_named<'a>(list: Option<&'a Value>, name: &str) -> Option<(usize, &'a
 
 /// Adds the in-memory certificate volume to the list at `path`, unless a
 /// volume of that name exists (then it is the user's, and used as is).
-pub fn ensure_volume(
+pub fn ensure_volume<'r>(
     path: &Path,
-    volumes: Option<&Value>,
-    config: &MutationConfig,
-    patch: &mut PatchBuilder,
+    volumes: Option<&Json<'_>>,
+    config: &'r MutationConfig,
+    patch: &mut PatchBuilder<'r>,
 ) {
     if find_named(volumes, &config.volume_name).is_none() {
         patch.add_to_array(
             path,
             volumes,
-            json!({"name": config.volume_name, "emptyDir": {"medium": "Memory"}}),
+            PatchValue::object([
+                ("name", config.volume_name.as_str().into()),
+                (
+                    "emptyDir",
+                    PatchValue::object([("medium", "Memory".into())]),
+                ),
+            ]),
         );
     }
 }
@@ -44,14 +49,14 @@ pub fn ensure_volume(
 /// `path` (`mounts` being what is there now). Nothing is added when the
 /// volume is already mounted; a warning is returned when another volume
 /// occupies the directory (two mounts at one path make the pod invalid).
-pub fn ensure_mount(
+pub fn ensure_mount<'r>(
     path: &Path,
-    mounts: Option<&Value>,
+    mounts: Option<&Json<'_>>,
     mount_path: &str,
     read_only: bool,
     container: &str,
-    config: &MutationConfig,
-    patch: &mut PatchBuilder,
+    config: &'r MutationConfig,
+    patch: &mut PatchBuilder<'r>,
 ) -> Option<String> {
     if find_named(mounts, &config.volume_name).is_some() {
         return None;
@@ -59,7 +64,7 @@ pub fn ensure_mount(
     let occupant = items(mounts).find(|mount| {
         mount
             .get("mountPath")
-            .and_then(Value::as_str)
+            .and_then(Json::as_str)
             .is_some_and(|existing| same_dir(existing, mount_path))
     });
     if let Some(occupant) = occupant {
@@ -69,10 +74,12 @@ pub fn ensure_mount(
             config.volume_name,
         ));
     }
+    let name = ("name", config.volume_name.as_str().into());
+    let at = ("mountPath", mount_path.to_owned().into());
     let mount = if read_only {
-        json!({"name": config.volume_name, "mountPath": mount_path, "readOnly": true})
+        PatchValue::object([name, at, ("readOnly", PatchValue::Bool(true))])
     } else {
-        json!({"name": config.volume_name, "mountPath": mount_path})
+        PatchValue::object([name, at])
     };
     patch.add_to_array(path, mounts, mount);
     None
@@ -87,16 +94,16 @@ pub const ISTIO_PROXY: &str = "istio-proxy";
 /// namespace is not labelled for injection. The user's own choice, as a
 /// label or (older Istio) an annotation, stands; a "false" gets a warning,
 /// since nothing then writes the certificates Prometheus is given.
-pub fn ensure_injection_label(
+pub fn ensure_injection_label<'r>(
     path: &Path,
-    labels: Option<&Value>,
-    annotations: Option<&Map<String, Value>>,
-    patch: &mut PatchBuilder,
+    labels: Option<&Json<'_>>,
+    annotations: Option<&Object<'_>>,
+    patch: &mut PatchBuilder<'r>,
 ) -> Option<String> {
-    fn choice(map: Option<&Map<String, Value>>) -> Option<&Value> {
+    fn choice<'a, 'j>(map: Option<&'a Object<'j>>) -> Option<&'a Json<'j>> {
         map.and_then(|m| m.get(SIDECAR_INJECT))
     }
-    let users = choice(labels.and_then(Value::as_object)).or_else(|| choice(annotations));
+    let users = choice(labels.and_then(Json::as_object)).or_else(|| choice(annotations));
     match users {
         Some(value)
             if value
@@ -110,7 +117,7 @@ pub fn ensure_injection_label(
         Some(_) => None,
         None => {
             let mut additions = ObjectAdditions::new(path.clone(), labels);
-            additions.insert_if_absent(SIDECAR_INJECT, Value::String("true".into()));
+            additions.insert_if_absent(SIDECAR_INJECT, "true");
             additions.emit(patch);
             None
         }
@@ -121,21 +128,21 @@ pub fn ensure_injection_label(
 /// else the only one whose image is Prometheus' (`prom/prometheus`,
 /// `quay.io/prometheus/prometheus`, from any registry or mirror), as in the
 /// prometheus-community chart's `prometheus-server`. The error is the warning.
-pub fn find_prometheus_container<'a>(
-    containers: Option<&'a Value>,
+pub fn find_prometheus_container<'a, 'j>(
+    containers: Option<&'a Json<'j>>,
     config: &MutationConfig,
-) -> Result<(usize, &'a Value), String> {
+) -> Result<(usize, &'a Json<'j>), String> {
     if let Some(found) = find_named(containers, &config.prometheus_container) {
         return Ok(found);
     }
     // Never Istio's own sidecar, whatever it runs.
-    let by_image: Vec<(usize, &Value)> = items(containers)
+    let by_image: Vec<(usize, &Json<'j>)> = items(containers)
         .enumerate()
         .filter(|(_, container)| name_of(container) != Some(ISTIO_PROXY))
         .filter(|(_, container)| {
             container
                 .get("image")
-                .and_then(Value::as_str)
+                .and_then(Json::as_str)
                 .is_some_and(is_prometheus_image)
         })
         .collect();
@@ -210,18 +217,22 @@ mod tests {
         let config = MutationConfig::default();
         let named = json!([{"name": "sidecar", "image": "prom/prometheus"}, {"name": "prometheus", "image": "x"}]);
         assert_eq!(
-            find_prometheus_container(Some(&named), &config).unwrap().0,
+            find_prometheus_container(Some(&Json::from(&named)), &config)
+                .unwrap()
+                .0,
             1
         );
         let chart = json!([{"name": "prometheus-server-configmap-reload", "image": "quay.io/prometheus-operator/prometheus-config-reloader:v0.81.0"},
                            {"name": "prometheus-server", "image": "quay.io/prometheus/prometheus:v3.4.1"}]);
         assert_eq!(
-            find_prometheus_container(Some(&chart), &config).unwrap().0,
+            find_prometheus_container(Some(&Json::from(&chart)), &config)
+                .unwrap()
+                .0,
             1
         );
         let two = json!([{"name": "a", "image": "prom/prometheus"}, {"name": "b", "image": "prom/prometheus"}]);
         assert!(
-            find_prometheus_container(Some(&two), &config)
+            find_prometheus_container(Some(&Json::from(&two)), &config)
                 .unwrap_err()
                 .contains("2 run a Prometheus image (a, b)")
         );

@@ -15,20 +15,25 @@ use serde_json::Value;
 use super::annotations::{AnnotationPlan, inject_choice};
 use super::patch::{PatchBuilder, Path};
 use super::pod_template::{ensure_injection_label, ensure_mount, ensure_volume, find_named};
-use super::{Mutation, MutationConfig};
+use super::view::Json;
+use super::{Mutated, MutationConfig};
 
 /// The container prometheus-operator renders, which `spec.volumeMounts` go into.
 const OPERATOR_CONTAINER: &str = "prometheus";
 
-pub fn mutate(prometheus: &Value, config: &MutationConfig, relabelings: &Value) -> Mutation {
+pub fn mutate<'r>(
+    prometheus: &Json<'_>,
+    config: &'r MutationConfig,
+    relabelings: &'r Value,
+) -> Mutated<'r> {
     let mut warnings = Vec::new();
     if opted_out(prometheus, config, &mut warnings) {
-        return Mutation::skipped(warnings);
+        return Mutated::skipped(warnings);
     }
     let spec = prometheus.get("spec");
     let pod_metadata = spec.and_then(|s| s.get("podMetadata"));
     let pod_annotations = pod_metadata.and_then(|m| m.get("annotations"));
-    let pod_annotation_map = pod_annotations.and_then(Value::as_object);
+    let pod_annotation_map = pod_annotations.and_then(Json::as_object);
 
     let mut plan = match AnnotationPlan::new(pod_annotation_map, config) {
         Ok(plan) => plan,
@@ -36,7 +41,7 @@ pub fn mutate(prometheus: &Value, config: &MutationConfig, relabelings: &Value) 
             warnings.push(format!(
                 "spec.podMetadata.annotations: {reason}; the object was left unchanged"
             ));
-            return Mutation::refused(warnings);
+            return Mutated::refused(warnings);
         }
     };
     warnings.append(&mut plan.warnings);
@@ -83,26 +88,30 @@ pub fn mutate(prometheus: &Value, config: &MutationConfig, relabelings: &Value) 
             patch.add_to_array(
                 &spec_path.key("scrapeClasses"),
                 classes,
-                config.scrape_class_entry(relabelings),
+                config.scrape_class_patch(relabelings),
             );
         }
     }
 
-    Mutation::from_patch(patch, warnings)
+    Mutated::from_patch(patch, warnings)
 }
 
 /// Opting out on the resource or on its pod template leaves it alone; its
 /// pods are then opted out as well. The controller asks the same question.
-pub fn opted_out(prometheus: &Value, config: &MutationConfig, warnings: &mut Vec<String>) -> bool {
+pub fn opted_out(
+    prometheus: &Json<'_>,
+    config: &MutationConfig,
+    warnings: &mut Vec<String>,
+) -> bool {
     let own = prometheus
         .get("metadata")
         .and_then(|m| m.get("annotations"))
-        .and_then(Value::as_object);
+        .and_then(Json::as_object);
     let template = prometheus
         .get("spec")
         .and_then(|s| s.get("podMetadata"))
         .and_then(|m| m.get("annotations"))
-        .and_then(Value::as_object);
+        .and_then(Json::as_object);
     [own, template]
         .into_iter()
         .any(|annotations| inject_choice(annotations, config, warnings) == Some(false))

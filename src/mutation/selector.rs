@@ -5,7 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde_json::{Map, Value};
+use super::view::{Json, Object};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Requirement {
@@ -16,8 +16,8 @@ enum Requirement {
 }
 
 impl Requirement {
-    fn matches(&self, labels: Option<&Map<String, Value>>) -> bool {
-        let value = |key: &str| labels.and_then(|l| l.get(key)).and_then(Value::as_str);
+    fn matches(&self, labels: Option<&Object<'_>>) -> bool {
+        let value = |key: &str| labels.and_then(|l| l.get(key)).and_then(Json::as_str);
         match self {
             Self::Exists(key) => value(key).is_some(),
             Self::DoesNotExist(key) => value(key).is_none(),
@@ -50,7 +50,7 @@ impl LabelSelector {
     /// Whether `labels` (an object's `metadata.labels`, possibly absent)
     /// satisfies every requirement. An empty selector selects nothing: a
     /// webhook that injects every pod of the cluster is never what was meant.
-    pub fn matches(&self, labels: Option<&Map<String, Value>>) -> bool {
+    pub fn matches(&self, labels: Option<&Object<'_>>) -> bool {
         !self.requirements.is_empty() && self.requirements.iter().all(|r| r.matches(labels))
     }
 }
@@ -184,19 +184,23 @@ fn label_value(value: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
-    fn labels(value: Value) -> Map<String, Value> {
-        value.as_object().cloned().unwrap()
+    fn matches(selector: &LabelSelector, labels: Value) -> bool {
+        selector.matches(Json::from(&labels).as_object())
     }
 
     #[test]
     fn equality_selector_matches_only_that_value() {
         let selector: LabelSelector = "app.kubernetes.io/name=prometheus".parse().unwrap();
-        assert!(selector.matches(Some(&labels(
+        assert!(matches(
+            &selector,
             json!({"app.kubernetes.io/name": "prometheus"})
-        ))));
-        assert!(!selector.matches(Some(&labels(json!({"app.kubernetes.io/name": "grafana"})))));
+        ));
+        assert!(!matches(
+            &selector,
+            json!({"app.kubernetes.io/name": "grafana"})
+        ));
         assert!(!selector.matches(None));
         assert_eq!(selector, LabelSelector::default_prometheus());
     }
@@ -206,21 +210,23 @@ mod tests {
         let selector: LabelSelector = "env in (prod, staging),tier!=canary,!legacy,app"
             .parse()
             .unwrap();
-        assert!(selector.matches(Some(&labels(json!({"env": "prod", "app": "x"})))));
-        assert!(!selector.matches(Some(&labels(json!({"env": "dev", "app": "x"})))));
-        assert!(!selector.matches(Some(&labels(
+        assert!(matches(&selector, json!({"env": "prod", "app": "x"})));
+        assert!(!matches(&selector, json!({"env": "dev", "app": "x"})));
+        assert!(!matches(
+            &selector,
             json!({"env": "prod", "app": "x", "tier": "canary"})
-        ))));
-        assert!(!selector.matches(Some(&labels(
+        ));
+        assert!(!matches(
+            &selector,
             json!({"env": "prod", "app": "x", "legacy": ""})
-        ))));
-        assert!(!selector.matches(Some(&labels(json!({"env": "prod"})))));
+        ));
+        assert!(!matches(&selector, json!({"env": "prod"})));
     }
 
     #[test]
     fn notin_is_satisfied_by_a_missing_label() {
         let selector: LabelSelector = "app=p,tier notin (canary)".parse().unwrap();
-        assert!(selector.matches(Some(&labels(json!({"app": "p"})))));
+        assert!(matches(&selector, json!({"app": "p"})));
     }
 
     #[test]

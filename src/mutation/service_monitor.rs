@@ -5,13 +5,18 @@
 use serde_json::Value;
 
 use super::monitor::{self, MonitorKind};
-use super::{Mutation, MutationConfig};
+use super::view::Json;
+use super::{Mutated, MutationConfig};
 
 const SERVICE_MONITOR: MonitorKind = MonitorKind {
     endpoints_field: "endpoints",
     endpoint_tls_allowed: true,
 };
 
-pub fn mutate(monitor: &Value, config: &MutationConfig, relabelings: &Value) -> Mutation {
+pub fn mutate<'r>(
+    monitor: &Json<'_>,
+    config: &'r MutationConfig,
+    relabelings: &'r Value,
+) -> Mutated<'r> {
     monitor::mutate(monitor, &SERVICE_MONITOR, config, relabelings)
 }

@@ -5,17 +5,22 @@
 
 use serde_json::{Map, Value, json};
 
+use super::patch::write_json_str;
+
 pub const ANNOTATION: &str = "sidecar.istio.io/userVolumeMount";
 
 /// The annotation for a pod that has none (the array form, as Istio documents it).
 pub fn new(volume: &str, dir: &str) -> String {
     // Written directly: this runs for every pod; the test below checks it
     // against serde_json's rendering.
-    format!(
-        r#"[{{"name":{},"mountPath":{}}}]"#,
-        Value::from(volume),
-        Value::from(dir)
-    )
+    let mut out = Vec::with_capacity(32 + volume.len() + dir.len());
+    out.extend_from_slice(br#"[{"name":"#);
+    write_json_str(&mut out, volume);
+    out.extend_from_slice(br#","mountPath":"#);
+    write_json_str(&mut out, dir);
+    out.extend_from_slice(b"}]");
+    // JSON written from two strings is UTF-8.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// The result of merging into an existing value.

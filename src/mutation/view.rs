@@ -2,16 +2,24 @@
 //!
 //! Building a `serde_json::Value` of a whole pod (managedFields, probes,
 //! ports, tolerations...) costs most of a review's time, yet the rules read a
-//! few fields. [`View::parse`] builds a `Value` that keeps those fields, in
-//! their places, and skips everything else without allocating. The patch
-//! computed from the view is the patch for the full object: every path it
-//! writes and every check it makes lies within the kept fields.
+//! few fields. The lists below (`Keep`) say which; everything else is
+//! skipped without allocating. The patch computed from the view is the patch
+//! for the full object: every path it writes and every check it makes lies
+//! within the kept fields. The rules read the kept fields as a borrowed
+//! [`Json`] tree, made one of two ways, by the same lists:
 //!
-//! [`crate::mutation::mutate`] takes a [`View`], never a bare `Value`, and a
-//! `View` is made only here, by the lists below: a test, a bench or the
-//! preview hands the rules exactly what a review hands them. So a new rule
-//! that reads a field missing from these lists sees nothing in its own tests
-//! too, and its golden case fails until the field is listed.
+//! - on the review path, [`Reader`] reads the request's bytes straight into
+//!   it, borrowing strings from the body; it gives up on anything unusual,
+//!   and the protocol layer then reads the body with serde_json instead;
+//! - everywhere else (that fallback, the preview, tests, benches, the
+//!   fuzzer), [`View::parse`] or [`View::of`] keeps the fields in a `Value`,
+//!   which the rules borrow as a `Json`.
+//!
+//! [`crate::mutation::mutate`] takes a [`View`], never a bare `Value`, and the
+//! rules' entry point for a [`Json`] is private to the crate: whatever calls
+//! the rules hands them exactly what a review hands them. So a new rule that
+//! reads a field missing from these lists sees nothing in its own tests too,
+//! and its golden case fails until the field is listed.
 //!
 //! Where a field has another type than expected (a custom resource arrives
 //! before its schema is checked), it is kept whole, so the rules see it as it
@@ -291,6 +299,617 @@ impl<'de> Visitor<'de> for KeepVisitor {
     }
 }
 
+/// A JSON value as the rules read it: strings and keys borrowed from the
+/// request where they hold no escapes, objects as small vectors in their
+/// order (every key once). What [`View`] keeps, without the `IndexMap` per
+/// object and the `String` per key and value a `serde_json::Value` costs.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Json<'a> {
+    Null,
+    Bool(bool),
+    Number(Number),
+    String(Cow<'a, str>),
+    Array(Vec<Json<'a>>),
+    Object(Object<'a>),
+}
+
+/// A JSON object's entries, in order, each key once.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Object<'a>(Vec<(Cow<'a, str>, Json<'a>)>);
+
+impl<'a> Object<'a> {
+    pub fn get(&self, key: &str) -> Option<&Json<'a>> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Json<'a>)> {
+        self.0.iter().map(|(k, v)| (k.as_ref(), v))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'a> Json<'a> {
+    /// `serde_json::Value::get` for a key: `None` unless an object has it.
+    pub fn get(&self, key: &str) -> Option<&Json<'a>> {
+        self.as_object()?.get(key)
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Json::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_object(&self) -> Option<&Object<'a>> {
+        match self {
+            Json::Object(object) => Some(object),
+            _ => None,
+        }
+    }
+
+    pub fn as_array(&self) -> Option<&[Json<'a>]> {
+        match self {
+            Json::Array(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    pub fn is_null(&self) -> bool {
+        matches!(self, Json::Null)
+    }
+
+    pub fn is_object(&self) -> bool {
+        matches!(self, Json::Object(_))
+    }
+
+    /// The same value as a `serde_json::Value` (for warnings and the cold
+    /// paths; the review path never needs it).
+    pub fn to_value(&self) -> Value {
+        match self {
+            Json::Null => Value::Null,
+            Json::Bool(b) => Value::Bool(*b),
+            Json::Number(n) => Value::Number(n.clone()),
+            Json::String(s) => Value::String(s.as_ref().to_owned()),
+            Json::Array(items) => Value::Array(items.iter().map(Json::to_value).collect()),
+            Json::Object(object) => Value::Object(
+                object
+                    .iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_value()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// Borrows a parsed value (the preview, the controller, tests): the rules
+/// then read it exactly as they read a review's view.
+impl<'a> From<&'a Value> for Json<'a> {
+    fn from(value: &'a Value) -> Self {
+        match value {
+            Value::Null => Json::Null,
+            Value::Bool(b) => Json::Bool(*b),
+            Value::Number(n) => Json::Number(n.clone()),
+            Value::String(s) => Json::String(Cow::Borrowed(s)),
+            Value::Array(items) => Json::Array(items.iter().map(Json::from).collect()),
+            Value::Object(map) => Json::Object(Object(
+                map.iter()
+                    .map(|(k, v)| (Cow::Borrowed(k.as_str()), Json::from(v)))
+                    .collect(),
+            )),
+        }
+    }
+}
+
+/// Equality as between two `Value`s: objects are equal whatever their order.
+impl PartialEq<Value> for Json<'_> {
+    fn eq(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Json::Null, Value::Null) => true,
+            (Json::Bool(a), Value::Bool(b)) => a == b,
+            (Json::Number(a), Value::Number(b)) => a == b,
+            (Json::String(a), Value::String(b)) => a == b,
+            (Json::Array(a), Value::Array(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+            }
+            (Json::Object(a), Value::Object(b)) => {
+                a.len() == b.len() && a.iter().all(|(k, v)| b.get(k).is_some_and(|w| v == w))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// As JSON, the way `serde_json::Value` displays (warnings quote values).
+impl fmt::Display for Json<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.to_value(), f)
+    }
+}
+
+/// The most nesting the fast reader follows; deeper input goes to
+/// serde_json (whose own limit, 128, it then applies).
+const MAX_DEPTH: usize = 64;
+/// Kept objects with more keys go to serde_json: checking each key against
+/// the others for duplicates is quadratic.
+const MAX_KEPT_KEYS: usize = 64;
+
+/// A strict reader of JSON bytes for the review path: it reads what the
+/// rules need into [`Json`] and skips the rest, allocating only for kept
+/// arrays, objects and escaped strings.
+///
+/// It accepts no more than serde_json does (the same grammar, UTF-8 checked
+/// wherever serde_json checks it) and gives up (`None`) on anything it does
+/// not handle: a float or a duplicate key where a value is kept, deep
+/// nesting, any error. The caller then parses the same bytes with
+/// serde_json, which gives the exact answer or the exact error: so whatever
+/// this reader accepts, it reads as serde_json would.
+pub struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    depth: usize,
+}
+
+/// Each byte of `word` that is `"`, `\` or a control character has its top
+/// bit set in the result (serde_json's test: the lowest set byte is exact).
+#[inline]
+fn string_stops(word: u64) -> u64 {
+    const ONES: u64 = u64::MAX / 255;
+    let control = word.wrapping_sub(ONES * 0x20) & !word;
+    let quote = word ^ (ONES * u64::from(b'"'));
+    let quote = quote.wrapping_sub(ONES) & !quote;
+    let backslash = word ^ (ONES * u64::from(b'\\'));
+    let backslash = backslash.wrapping_sub(ONES) & !backslash;
+    (control | quote | backslash) & (ONES << 7)
+}
+
+fn is_string_stop(byte: u8) -> bool {
+    byte == b'"' || byte == b'\\' || byte < 0x20
+}
+
+/// How many bytes of `bytes` come before the first `"`, `\` or control
+/// character (all of them if none), eight at a time: the bytes a JSON
+/// string holds as they are, for the reader and for the patch's writer.
+#[inline]
+pub fn plain_len(bytes: &[u8]) -> usize {
+    let mut chunks = bytes.chunks_exact(8);
+    let mut len = 0;
+    for chunk in &mut chunks {
+        let Ok(word) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let stops = string_stops(u64::from_le_bytes(word));
+        if stops != 0 {
+            return len + stops.trailing_zeros() as usize / 8;
+        }
+        len += 8;
+    }
+    len + chunks
+        .remainder()
+        .iter()
+        .position(|&byte| is_string_stop(byte))
+        .unwrap_or(chunks.remainder().len())
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Self {
+            bytes,
+            pos: 0,
+            depth: 0,
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    /// The next byte that is not whitespace, not consumed.
+    pub fn next_byte(&mut self) -> Option<u8> {
+        while let Some(byte) = self.peek() {
+            match byte {
+                b' ' | b'\n' | b'\r' | b'\t' => self.pos += 1,
+                _ => return Some(byte),
+            }
+        }
+        None
+    }
+
+    fn eat(&mut self, byte: u8) -> Option<()> {
+        (self.next_byte()? == byte).then(|| self.pos += 1)
+    }
+
+    /// Only whitespace is left.
+    pub fn at_end(&mut self) -> bool {
+        self.next_byte().is_none()
+    }
+
+    fn enter(&mut self, open: u8) -> Option<()> {
+        self.eat(open)?;
+        self.depth += 1;
+        (self.depth <= MAX_DEPTH).then_some(())
+    }
+
+    /// Opens an object; then [`Self::next_key`] until it returns `None`
+    /// inside the `Some`.
+    pub fn begin_object(&mut self) -> Option<()> {
+        self.enter(b'{')
+    }
+
+    /// The next key of the object (positioned at its value), or `Some(None)`
+    /// at its end; `first` is true before the first key. Checked as UTF-8
+    /// (serde_json checks every key it reads), but left as bytes: most are
+    /// only compared with a field's name.
+    pub fn next_key(&mut self, first: &mut bool) -> Option<Option<RawKey<'a>>> {
+        if !self.next_entry(first, b'}')? {
+            return Some(None);
+        }
+        let key = self.string_bytes()?;
+        if !key.is_ascii() {
+            std::str::from_utf8(&key).ok()?;
+        }
+        self.colon()?;
+        Some(Some(RawKey(key)))
+    }
+
+    /// Past the `,` before the next entry, at its first byte: `false` past
+    /// the `close` that ends the object or list instead.
+    fn next_entry(&mut self, first: &mut bool, close: u8) -> Option<bool> {
+        match self.next_byte()? {
+            byte if byte == close => {
+                self.pos += 1;
+                self.depth -= 1;
+                return Some(false);
+            }
+            b',' if !*first => {
+                self.pos += 1;
+                self.next_byte()?;
+            }
+            _ if *first => {}
+            _ => return None,
+        }
+        *first = false;
+        Some(true)
+    }
+
+    fn colon(&mut self) -> Option<()> {
+        self.eat(b':')
+    }
+
+    fn begin_array(&mut self) -> Option<()> {
+        self.enter(b'[')
+    }
+
+    /// Whether an item follows (positioned at it); `false` at the end.
+    fn next_item(&mut self, first: &mut bool) -> Option<bool> {
+        self.next_entry(first, b']')
+    }
+
+    /// Moves to the first `"`, `\` or control character from here on.
+    fn skip_plain(&mut self) {
+        self.pos += plain_len(self.bytes.get(self.pos..).unwrap_or_default());
+    }
+
+    /// A string (at its opening quote), checked as UTF-8 and unescaped.
+    pub fn string(&mut self) -> Option<Cow<'a, str>> {
+        match self.string_bytes()? {
+            Cow::Borrowed(raw) => std::str::from_utf8(raw).ok().map(Cow::Borrowed),
+            Cow::Owned(decoded) => String::from_utf8(decoded).ok().map(Cow::Owned),
+        }
+    }
+
+    /// A string's bytes (at its opening quote), unescaped, not yet checked
+    /// as UTF-8: borrowed from the input unless it holds escapes.
+    fn string_bytes(&mut self) -> Option<Cow<'a, [u8]>> {
+        if self.peek()? != b'"' {
+            return None;
+        }
+        self.pos += 1;
+        let start = self.pos;
+        self.skip_plain();
+        if self.peek()? == b'"' {
+            let raw = self.bytes.get(start..self.pos)?;
+            self.pos += 1;
+            return Some(Cow::Borrowed(raw));
+        }
+        let mut decoded = self.bytes.get(start..self.pos)?.to_vec();
+        loop {
+            match self.peek()? {
+                b'"' => {
+                    self.pos += 1;
+                    return Some(Cow::Owned(decoded));
+                }
+                b'\\' => {
+                    self.pos += 1;
+                    self.unescape(&mut decoded)?;
+                }
+                _ => return None, // a control character
+            }
+            let from = self.pos;
+            self.skip_plain();
+            decoded.extend_from_slice(self.bytes.get(from..self.pos)?);
+        }
+    }
+
+    /// One escape after its `\`, appended as UTF-8; lone surrogates refused.
+    fn unescape(&mut self, out: &mut Vec<u8>) -> Option<()> {
+        let escaped = self.peek()?;
+        self.pos += 1;
+        let byte = match escaped {
+            b'"' | b'\\' | b'/' => escaped,
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'u' => {
+                let mut code = u32::from(self.hex4()?);
+                if (0xD800..0xDC00).contains(&code) {
+                    if self.bytes.get(self.pos..self.pos + 2)? != b"\\u" {
+                        return None;
+                    }
+                    self.pos += 2;
+                    let low = u32::from(self.hex4()?);
+                    if !(0xDC00..0xE000).contains(&low) {
+                        return None;
+                    }
+                    code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00);
+                }
+                let c = char::from_u32(code)?;
+                out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+                return Some(());
+            }
+            _ => return None,
+        };
+        out.push(byte);
+        Some(())
+    }
+
+    fn hex4(&mut self) -> Option<u16> {
+        let digits = self.bytes.get(self.pos..self.pos + 4)?;
+        self.pos += 4;
+        digits.iter().try_fold(0u16, |n, &d| {
+            let digit = (d as char).to_digit(16)?;
+            Some(n << 4 | digit as u16)
+        })
+    }
+
+    /// Skips a string as serde_json ignores one: escapes checked, the bytes
+    /// between them not (serde_json does not check UTF-8 there either).
+    fn skip_string(&mut self) -> Option<()> {
+        let bytes = self.bytes;
+        if bytes.get(self.pos) != Some(&b'"') {
+            return None;
+        }
+        let mut pos = self.pos + 1;
+        loop {
+            pos += plain_len(bytes.get(pos..)?);
+            match *bytes.get(pos)? {
+                b'"' => {
+                    self.pos = pos + 1;
+                    return Some(());
+                }
+                b'\\' => match *bytes.get(pos + 1)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => pos += 2,
+                    b'u' => {
+                        let hex = bytes.get(pos + 2..pos + 6)?;
+                        if !hex.iter().all(u8::is_ascii_hexdigit) {
+                            return None;
+                        }
+                        pos += 6;
+                    }
+                    _ => return None,
+                },
+                _ => return None, // a control character
+            }
+        }
+    }
+
+    /// A number's text, checked against JSON's grammar.
+    fn number_text(&mut self) -> Option<&'a str> {
+        let start = self.pos;
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        match self.peek()? {
+            b'0' => self.pos += 1,
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            self.at_least_one_digit()?;
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            self.at_least_one_digit()?;
+        }
+        // `01` is no number: the grammar ends at the `0`, and what follows
+        // is refused by whoever reads next, as by serde_json.
+        std::str::from_utf8(self.bytes.get(start..self.pos)?).ok()
+    }
+
+    fn digits(&mut self) {
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    fn at_least_one_digit(&mut self) -> Option<()> {
+        let start = self.pos;
+        self.digits();
+        (self.pos > start).then_some(())
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        if self.bytes.get(self.pos..self.pos + word.len())? != word {
+            return None;
+        }
+        self.pos += word.len();
+        Some(())
+    }
+
+    /// Skips one value of any kind.
+    pub fn skip_value(&mut self) -> Option<()> {
+        match self.next_byte()? {
+            b'"' => self.skip_string(),
+            b'{' => {
+                self.begin_object()?;
+                let mut first = true;
+                while self.next_key_skipped(&mut first)? {
+                    self.skip_value()?;
+                }
+                Some(())
+            }
+            b'[' => {
+                self.begin_array()?;
+                let mut first = true;
+                while self.next_item(&mut first)? {
+                    self.skip_value()?;
+                }
+                Some(())
+            }
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            _ => self.number_text().map(drop),
+        }
+    }
+
+    /// [`Self::next_key`] for an object being skipped: the key unread.
+    fn next_key_skipped(&mut self, first: &mut bool) -> Option<bool> {
+        if !self.next_entry(first, b'}')? {
+            return Some(false);
+        }
+        self.skip_string()?;
+        self.colon()?;
+        Some(true)
+    }
+
+    /// A string or `null` (serde's `Option<String>`).
+    pub fn optional_string(&mut self) -> Option<Option<Cow<'a, str>>> {
+        match self.next_byte()? {
+            b'n' => self.literal(b"null").map(|()| None),
+            _ => self.string().map(Some),
+        }
+    }
+
+    /// A boolean or `null` (serde's `Option<bool>`).
+    pub fn optional_bool(&mut self) -> Option<Option<bool>> {
+        match self.next_byte()? {
+            b'n' => self.literal(b"null").map(|()| None),
+            b't' => self.literal(b"true").map(|()| Some(true)),
+            b'f' => self.literal(b"false").map(|()| Some(false)),
+            _ => None,
+        }
+    }
+
+    /// The view of the object of `kind` here: what [`View::parse`] keeps.
+    pub fn view(&mut self, kind: Kind) -> Option<Json<'a>> {
+        self.kept(fields_read(kind))
+    }
+
+    /// The part of the value here that `keep` says, as [`Seed`] keeps it.
+    fn kept(&mut self, keep: &'static Keep) -> Option<Json<'a>> {
+        match self.next_byte()? {
+            b'{' => self.kept_object(keep),
+            b'[' => {
+                // A list where a mapping was expected is kept whole.
+                let item = match keep {
+                    Items(item) => item,
+                    _ => &All,
+                };
+                self.begin_array()?;
+                let mut items = Vec::new();
+                let mut first = true;
+                while self.next_item(&mut first)? {
+                    items.push(self.kept(item)?);
+                }
+                Some(Json::Array(items))
+            }
+            b'"' => self.string().map(Json::String),
+            b't' => self.literal(b"true").map(|()| Json::Bool(true)),
+            b'f' => self.literal(b"false").map(|()| Json::Bool(false)),
+            b'n' => self.literal(b"null").map(|()| Json::Null),
+            _ => {
+                // serde_json's own conversion, so that every number (and
+                // every float's rounding) is the one it would make.
+                let number = serde_json::from_str::<Number>(self.number_text()?).ok()?;
+                Some(Json::Number(number))
+            }
+        }
+    }
+
+    fn kept_object(&mut self, keep: &'static Keep) -> Option<Json<'a>> {
+        self.begin_object()?;
+        let mut entries: Vec<(Cow<'a, str>, Json<'a>)> = Vec::with_capacity(match keep {
+            Fields(fields) => fields.len(),
+            _ => 4,
+        });
+        let mut first = true;
+        while let Some(key) = self.next_key(&mut first)? {
+            // A mapping where a list was expected is kept whole.
+            let (key, keep_as) = match keep {
+                Fields(fields) => match fields.iter().find(|(name, _)| key.is(name)) {
+                    // The field's own name: the same text, no conversion.
+                    Some((name, keep)) => (Cow::Borrowed(*name), keep),
+                    None => {
+                        self.skip_value()?;
+                        continue;
+                    }
+                },
+                AllBut(skipped) if skipped.iter().any(|name| key.is(name)) => {
+                    self.skip_value()?;
+                    continue;
+                }
+                _ => (key.into_str()?, &All),
+            };
+            // serde_json keeps the last of duplicate keys, in the first's
+            // place: rare enough to leave to it.
+            if entries.len() >= MAX_KEPT_KEYS || entries.iter().any(|(k, _)| *k == key) {
+                return None;
+            }
+            let value = self.kept(keep_as)?;
+            entries.push((key, value));
+        }
+        Some(Json::Object(Object(entries)))
+    }
+}
+
+/// A key as the [`Reader`] read it: checked as UTF-8, still bytes.
+pub struct RawKey<'a>(Cow<'a, [u8]>);
+
+impl<'a> RawKey<'a> {
+    pub fn is(&self, name: &str) -> bool {
+        *self.0 == *name.as_bytes()
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    fn into_str(self) -> Option<Cow<'a, str>> {
+        match self.0 {
+            Cow::Borrowed(raw) => std::str::from_utf8(raw).ok().map(Cow::Borrowed),
+            Cow::Owned(decoded) => String::from_utf8(decoded).ok().map(Cow::Owned),
+        }
+    }
+}
+
 /// A mapping key, borrowed from the input unless it holds escapes.
 pub struct Key<'de>(pub Cow<'de, str>);
 
@@ -325,8 +944,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    /// [`View::parse`], checked against [`View::of`] on the same object.
+    /// [`View::parse`], checked against [`View::of`] on the same object, and
+    /// against the fast [`Reader`] (same values, same order) where it reads.
     fn parse(kind: Kind, json: &str) -> Result<Value, serde_json::Error> {
+        let fast = Reader::new(json.as_bytes()).view(kind);
         let view = View::parse(kind, json)?;
         let whole: Value = serde_json::from_str(json).unwrap();
         assert_eq!(
@@ -334,7 +955,42 @@ mod tests {
             view,
             "View::of keeps what View::parse keeps"
         );
+        if let Some(fast) = fast {
+            assert_eq!(fast, Json::from(&view.0));
+            assert_eq!(fast.to_value().to_string(), view.0.to_string());
+        }
         Ok(view.0)
+    }
+
+    #[test]
+    fn the_reader_reads_what_serde_json_reads() {
+        let json = r#"{"metadata": {"name": "a\"b\u00e9\ud83e\udd80/\/", "labels": {"x": 1, "y": -2,
+            "z": 18446744073709551615, "f": 1.5, "e": -0, "t": [true, false, null]}},
+            "spec": {"containers": [{"name": "c", "env": [{"name": "A", "value": "\n\t"}],
+            "ports": [{"x": "\u0000"}]}], "volumes": {"odd": [1, {"a": {}}]}}}"#;
+        let fast = Reader::new(json.as_bytes()).view(Kind::Pod).unwrap();
+        let view = View::parse(Kind::Pod, json).unwrap();
+        assert_eq!(fast, Json::from(view.as_value()));
+        assert_eq!(fast.to_value().to_string(), view.as_value().to_string());
+        // Left to serde_json: a duplicate kept key, a lone surrogate.
+        for json in [
+            r#"{"metadata": {"name": "a", "name": "b"}}"#,
+            r#"{"metadata": {"name": "\ud800"}}"#,
+        ] {
+            assert!(
+                Reader::new(json.as_bytes()).view(Kind::Pod).is_none(),
+                "{json}"
+            );
+        }
+        // A duplicate key that is not kept is skipped as serde_json skips it.
+        let json = r#"{"status": 1, "status": 2, "metadata": {}}"#;
+        assert_eq!(
+            Reader::new(json.as_bytes())
+                .view(Kind::Pod)
+                .unwrap()
+                .to_value(),
+            parse(Kind::Pod, json).unwrap()
+        );
     }
 
     #[test]
