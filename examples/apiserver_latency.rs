@@ -70,16 +70,7 @@ fn args() -> Args {
 fn main() {
     let args = args();
     let passed: Vec<String> = std::env::args().skip(1).collect();
-    if !harness::enter_private_network(&passed, &[harness::NODE_IP]) {
-        return;
-    }
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(run(args));
+    harness::run_in_private_network(&passed, &[harness::NODE_IP], run(args));
 }
 
 /// An HTTPS client of the API server as the admin, by client certificate.

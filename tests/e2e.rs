@@ -187,16 +187,7 @@ fn prometheus_scrapes_every_target_over_the_scheme_it_needs() {
         "--nocapture",
         "--test-threads=1",
     ];
-    if !harness::enter_private_network(&this_test.map(String::from), &addresses()) {
-        return;
-    }
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(scenario());
+    harness::run_in_private_network(&this_test.map(String::from), &addresses(), scenario());
 }
 
 fn tls_config(pair: &Pair, client_ca: Option<&str>) -> TlsAcceptor {

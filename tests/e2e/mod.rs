@@ -97,6 +97,24 @@ pub fn enter_private_network(args: &[String], addresses: &[&str]) -> bool {
     false
 }
 
+/// Runs `scenario` on a two-thread runtime inside a private network (see
+/// [`enter_private_network`]); the outer process only waits for it.
+pub fn run_in_private_network<F>(args: &[String], addresses: &[&str], scenario: F)
+where
+    F: std::future::Future<Output = ()>,
+{
+    if !enter_private_network(args, addresses) {
+        return;
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(scenario);
+}
+
 /// A directory for the scenario's files, kept when it fails (its path is
 /// printed) and removed when it passes.
 pub struct WorkDir {
