@@ -125,7 +125,8 @@ pub struct ServeArgs {
     #[arg(long, env = "PROM_MTLS_WEBHOOK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// Log filter, in tracing's EnvFilter syntax (`info`, `warn,prom_mtls_webhook=debug`).
+    /// Log filter: a level, and `target=level` directives after commas
+    /// (`info`, `warn,prom_mtls_webhook=debug`).
     /// rustls logs errors only unless the filter names it (`debug,rustls=debug`):
     /// its warnings are about what peers send, one per handshake.
     #[arg(

@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 
 use crate::cli::{self, LogFormat, ServeArgs};
 use crate::mesh::controller::MeshConfig;
@@ -139,6 +139,10 @@ pub enum ConfigError {
         "--max-body-bytes-in-flight ({budget}) must be at least --max-body-bytes ({body}), or a body at the limit could never be read"
     )]
     BudgetBelowBody { budget: usize, body: usize },
+    #[error(
+        "{0} needs the Kubernetes client, which this build leaves out (built without the `kubernetes` feature): set it to off, or build with default features"
+    )]
+    NoKubernetesClient(&'static str),
     #[error("--log-level {filter:?} is not a valid filter: {reason}")]
     LogFilter { filter: String, reason: String },
 }
@@ -212,6 +216,9 @@ impl ServeConfig {
         };
 
         let ordering = if ordering_enabled(args.ordering_check, in_cluster) {
+            if !cfg!(feature = "kubernetes") {
+                return Err(ConfigError::NoKubernetesClient("--ordering-check"));
+            }
             Some(OrderingConfig {
                 webhook_config_name: args.webhook_config_name,
                 interval: nonzero("--ordering-check-interval", args.ordering_check_interval)?,
@@ -279,15 +286,40 @@ impl LogConfig {
     pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
         // Checked here so that a typo is a clear startup error rather than a
         // silently ignored directive.
-        EnvFilter::try_new(&args.log_level).map_err(|error| ConfigError::LogFilter {
+        check_log_filter(&args.log_level).map_err(|reason| ConfigError::LogFilter {
             filter: args.log_level.clone(),
-            reason: error.to_string(),
+            reason,
         })?;
         Ok(Self {
             format: args.log_format,
             filter: with_quiet_rustls(&args.log_level),
         })
     }
+}
+
+/// A level, then `target=level` directives. `Targets` takes any text as a
+/// target; a target here is a module path (`prom_mtls_webhook::server`),
+/// so that a stray character is refused, not a directive that never matches.
+fn check_log_filter(filter: &str) -> Result<(), String> {
+    filter
+        .parse::<Targets>()
+        .map_err(|error| error.to_string())?;
+    for directive in filter.split(',') {
+        let target = directive.split('=').next().unwrap_or_default();
+        let is_level = target
+            .parse::<tracing_subscriber::filter::LevelFilter>()
+            .is_ok();
+        let is_path = !target.is_empty()
+            && target
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'-'));
+        if !is_level && !is_path {
+            return Err(format!(
+                "{directive:?} is neither a level nor `target=level`"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// rustls warns about what a peer sent (an IP address as SNI, which wrk and
@@ -418,7 +450,11 @@ mod tests {
         assert!(!ordering_enabled(Auto, false));
         assert!(ordering_enabled(On, false));
         assert!(!ordering_enabled(Off, true));
+    }
 
+    #[cfg(feature = "kubernetes")]
+    #[test]
+    fn the_ordering_check_runs_in_a_cluster() {
         let args = serve_args(&["--dev"]);
         let ordering = ServeConfig::from_args(args, true)
             .unwrap()
@@ -426,6 +462,26 @@ mod tests {
             .unwrap();
         assert_eq!(ordering.webhook_config_name, DEFAULT_WEBHOOK_CONFIG_NAME);
         assert_eq!(ordering.interval, Duration::from_secs(300));
+    }
+
+    // `cargo test --no-default-features --lib` (CI runs it).
+    #[cfg(not(feature = "kubernetes"))]
+    #[test]
+    fn a_build_without_the_kubernetes_client_refuses_the_ordering_check() {
+        let in_cluster = ServeConfig::from_args(serve_args(&["--dev"]), true);
+        assert!(matches!(
+            in_cluster,
+            Err(ConfigError::NoKubernetesClient("--ordering-check"))
+        ));
+        let args = serve_args(&["--dev", "--ordering-check", "off"]);
+        assert!(
+            ServeConfig::from_args(args, true)
+                .unwrap()
+                .ordering
+                .is_none()
+        );
+        // `--dev` on a laptop: auto is off, nothing to refuse.
+        assert!(ServeConfig::from_args(serve_args(&["--dev"]), false).is_ok());
     }
 
     #[test]
@@ -439,15 +495,29 @@ mod tests {
             with_quiet_rustls("debug,rustls=debug"),
             "debug,rustls=debug"
         );
-        EnvFilter::try_new(with_quiet_rustls("info")).unwrap();
+        with_quiet_rustls("info").parse::<Targets>().unwrap();
     }
 
     #[test]
     fn refuses_an_invalid_log_filter() {
-        let args = serve_args(&["--dev", "--log-level", "info,[[["]);
-        assert!(matches!(
-            LogConfig::from_args(&args),
-            Err(ConfigError::LogFilter { .. })
-        ));
+        for filter in ["info,prom_mtls_webhook=loud", "info,[[[", "info,a b=debug"] {
+            let args = serve_args(&["--dev", "--log-level", filter]);
+            assert!(
+                matches!(
+                    LogConfig::from_args(&args),
+                    Err(ConfigError::LogFilter { .. })
+                ),
+                "{filter}"
+            );
+        }
+        for filter in [
+            "info",
+            "warn,prom_mtls_webhook=debug",
+            "debug,rustls=debug",
+            "h2=off",
+        ] {
+            let args = serve_args(&["--dev", "--log-level", filter]);
+            assert!(LogConfig::from_args(&args).is_ok(), "{filter}");
+        }
     }
 }

@@ -19,7 +19,9 @@ use std::io::{self, BufWriter, IsTerminal};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::cli::LogFormat;
 use crate::config::LogConfig;
@@ -59,7 +61,7 @@ impl Drop for FlushOnDrop {
 /// Installs the global subscriber. Fails if one is already installed. Keep
 /// the returned value until the end: dropping it writes what is left.
 pub fn init(config: &LogConfig) -> anyhow::Result<FlushOnDrop> {
-    let filter = EnvFilter::try_new(&config.filter)?;
+    let filter: Targets = config.filter.parse()?;
     let sink = BufWriter::with_capacity(WRITE_BUFFER, io::stderr());
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(true)
@@ -67,16 +69,20 @@ pub fn init(config: &LogConfig) -> anyhow::Result<FlushOnDrop> {
         .thread_name("log-writer")
         .finish(sink);
     let dropped = writer.error_counter();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
+    let builder = tracing_subscriber::fmt().with_writer(writer);
     let result = match config.format {
-        LogFormat::Text => builder.with_ansi(io::stderr().is_terminal()).try_init(),
+        LogFormat::Text => builder
+            .with_ansi(io::stderr().is_terminal())
+            .finish()
+            .with(filter)
+            .try_init(),
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)
+            .finish()
+            .with(filter)
             .try_init(),
     };
     result.map_err(|error| anyhow::anyhow!("cannot install the logger: {error}"))?;

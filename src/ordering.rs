@@ -11,14 +11,21 @@
 //! warning naming every offending configuration, and sets the metrics.
 //! Failing to reach the API server is logged, never fatal: the webhook works
 //! either way, this only tells the operator when it will come too late.
+//! [`run`] needs the `kubernetes` feature; without it the flag is refused.
 
+#[cfg(feature = "kubernetes")]
 use std::sync::Arc;
 
+#[cfg(feature = "kubernetes")]
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+#[cfg(feature = "kubernetes")]
 use kube::api::{Api, ListParams};
+#[cfg(feature = "kubernetes")]
 use tracing::{info, warn};
 
+#[cfg(feature = "kubernetes")]
 use crate::config::OrderingConfig;
+#[cfg(feature = "kubernetes")]
 use crate::metrics::Metrics;
 
 /// The suffix of every webhook in Istio's injector configurations.
@@ -31,6 +38,7 @@ pub struct WebhookConfiguration {
     pub webhook_names: Vec<String>,
 }
 
+#[cfg(feature = "kubernetes")]
 impl From<&MutatingWebhookConfiguration> for WebhookConfiguration {
     fn from(config: &MutatingWebhookConfiguration) -> Self {
         Self {
@@ -89,6 +97,7 @@ pub fn check(ours: &str, configs: &[WebhookConfiguration]) -> Verdict {
     }
 }
 
+#[cfg(feature = "kubernetes")]
 /// Checks now and every `config.interval`, forever; cancel by aborting the task.
 pub async fn run(config: OrderingConfig, metrics: Arc<Metrics>) {
     let mut ticks = tokio::time::interval(config.interval);
@@ -111,6 +120,7 @@ pub async fn run(config: OrderingConfig, metrics: Arc<Metrics>) {
     }
 }
 
+#[cfg(feature = "kubernetes")]
 async fn check_once(ours: &str, client: &mut Option<kube::Client>) -> Result<Verdict, kube::Error> {
     let client = match client {
         Some(client) => client.clone(),
@@ -123,6 +133,7 @@ async fn check_once(ours: &str, client: &mut Option<kube::Client>) -> Result<Ver
     Ok(check(ours, &configs))
 }
 
+#[cfg(feature = "kubernetes")]
 /// A misordering is warned about at every check (it is an outage for new
 /// pods); a good order is logged only when it changes.
 fn report(ours: &str, verdict: &Verdict, last: Option<&Verdict>) {
@@ -246,6 +257,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "kubernetes")]
     #[test]
     fn reads_names_from_the_api_type() {
         let api: MutatingWebhookConfiguration = serde_json::from_value(serde_json::json!({
@@ -260,11 +272,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             WebhookConfiguration::from(&api),
-            istio_single("istio-sidecar-injector")
+            config(
+                "istio-sidecar-injector",
+                &["object.sidecar-injector.istio.io"]
+            )
         );
-    }
-
-    fn istio_single(name: &str) -> WebhookConfiguration {
-        config(name, &["object.sidecar-injector.istio.io"])
     }
 }

@@ -2,7 +2,7 @@
 //! mode per workload and port ([`compose`]), rendered as the relabel rules
 //! of the `istio-mtls` scrape class ([`relabel`]); and the watch that keeps
 //! that class current on every `Prometheus` and `PrometheusAgent`
-//! ([`controller`]).
+//! ([`controller`], and `watch` for its API server side).
 //!
 //! [`policy`], [`compose`] and [`relabel`] are pure: policies in, rules out.
 
@@ -10,6 +10,8 @@ pub mod compose;
 pub mod controller;
 pub mod policy;
 pub mod relabel;
+#[cfg(feature = "kubernetes")]
+mod watch;
 
 use std::sync::Arc;
 

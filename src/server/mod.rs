@@ -51,6 +51,7 @@ use crate::certs;
 use crate::config::{ServeConfig, TlsSource};
 use crate::mesh::controller::{self as mesh_controller, MeshState};
 use crate::metrics::Metrics;
+#[cfg(feature = "kubernetes")]
 use crate::ordering;
 use crate::tls::{self, CertResolver, Reloader};
 
@@ -208,6 +209,8 @@ impl Bound {
         if let Some(reloader) = reloader {
             background.push(tokio::spawn(reloader.run(resolver, metrics.clone())));
         }
+        // Without the `kubernetes` feature the configuration has no ordering check.
+        #[cfg(feature = "kubernetes")]
         if let Some(ordering) = config.ordering.clone() {
             background.push(tokio::spawn(ordering::run(ordering, metrics.clone())));
         }
