@@ -25,8 +25,8 @@
 # server's and the load generator's CPU, how often the kernel preempted the
 # server's threads.
 #
-# Latency, after the rounds (unless --no-latency), for nginx, the floor and
-# webhook-info: one connection, closed loop (wrk -c1: the median is the cost
+# Latency, after the rounds (unless --no-latency), for nginx, the floor,
+# webhook-info and webhook-warn (the log line's share of the tail): one connection, closed loop (wrk -c1: the median is the cost
 # of one request with nothing queued), and an open loop at half the
 # webhook's measured capacity (oha -q RATE with --latency-correction, so a
 # late answer delays no later request's clock: latencies from when each
@@ -366,7 +366,7 @@ if [[ "$latency" == 1 ]]; then
   capacity="$(python3 "$summarize" capacity --name webhook-info <"$results")"
   rate=$((capacity / 2))
   say "latency: one connection, then an open loop at $rate requests/s (half of webhook-info's $capacity)"
-  for name in nginx floor webhook-info; do
+  for name in nginx floor webhook-info webhook-warn; do
     measure_latency "$name" "$rate"
   done
 fi

@@ -36,14 +36,21 @@ impl Path {
         let mut pointer = String::with_capacity(self.0.len() + 1 + key.len() + 4);
         pointer.push_str(&self.0);
         pointer.push('/');
-        let mut rest = key;
-        while let Some(at) = rest.find(['~', '/']) {
-            let (plain, escaped) = rest.split_at(at);
-            pointer.push_str(plain);
-            pointer.push_str(if escaped.starts_with('~') { "~0" } else { "~1" });
-            rest = escaped.get(1..).unwrap_or_default();
+        // By bytes: `~` and `/` are ASCII, so they never sit inside a
+        // multi-byte character, and a byte scan is several times cheaper
+        // than a search for either of two chars.
+        let mut plain_from = 0;
+        for (at, byte) in key.bytes().enumerate() {
+            let escape = match byte {
+                b'~' => "~0",
+                b'/' => "~1",
+                _ => continue,
+            };
+            pointer.push_str(key.get(plain_from..at).unwrap_or_default());
+            pointer.push_str(escape);
+            plain_from = at + 1;
         }
-        pointer.push_str(rest);
+        pointer.push_str(key.get(plain_from..).unwrap_or_default());
         Self(pointer)
     }
 
