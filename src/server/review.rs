@@ -16,7 +16,6 @@ use tracing::{info, warn};
 
 use super::body::{BodyBudget, BodyError, discard};
 use crate::admission;
-use crate::logging::Escaped;
 use crate::mesh::controller::MeshState;
 use crate::metrics::Metrics;
 use crate::mutation::MutationConfig;
@@ -118,11 +117,12 @@ async fn answer(state: &ReviewState, body: Body, http1: bool, started: Instant) 
             state.metrics.review(&reviewed.summary, elapsed);
             let summary = &reviewed.summary;
             info!(
-                uid = %Escaped(&summary.uid),
-                kind = %Escaped(&summary.kind),
-                namespace = %Escaped(&summary.namespace),
-                name = %Escaped(&summary.name),
-                operation = %Escaped(&summary.operation),
+                // As strings: escaped by either format (see `logging`).
+                uid = summary.uid.as_str(),
+                kind = summary.kind.as_str(),
+                namespace = summary.namespace.as_str(),
+                name = summary.name.as_str(),
+                operation = summary.operation.as_str(),
                 dry_run = summary.dry_run,
                 patch_ops = summary.patch_operations,
                 warnings = ?summary.warnings,

@@ -1,0 +1,185 @@
+//! Log lines on stderr: text for people, JSON (one object per line, fields at
+//! the top level) for log pipelines. stdout stays free for command output.
+//!
+//! Lines are handed to tracing-appender's non-blocking writer: a bounded
+//! queue and a thread that writes them out. Nothing that serves (a review,
+//! `/healthz`) ever waits for log I/O: when stderr cannot keep up (a
+//! container log pipe under pressure) and the queue is full, lines are
+//! dropped and counted ([`dropped_lines`], exported on `/metrics`). The
+//! writer thread drains the queue into a buffer and writes it with one
+//! `write(2)` per batch, so a busy webhook does not pay a system call per line.
+//!
+//! Values that come from the request (an object's name, its namespace, the
+//! uid) are recorded as strings, never through `Display`: the text format
+//! writes a string field as a quoted, escaped literal (`name="a\nb"`) and
+//! JSON as a JSON string, so a newline in a name cannot forge a log line
+//! (mutating admission runs before the API server validates names). That is
+//! also the cheap way: a `Display` field is formatted into a temporary
+//! string first, a `&str` is written as it is.
+//!
+//! The lines are tracing-subscriber's formats, byte for byte; this crate's
+//! own events are written by `format::Fast`, which costs a quarter of what
+//! tracing-subscriber's formatters cost for the per-review line (about 7k
+//! instructions instead of 25k in JSON, docs/benchmarks.md). Timestamps are
+//! RFC 3339, UTC, in microseconds, with the date and time of day formatted
+//! once a second per thread ([`UtcMicros`]).
+
+mod format;
+
+use std::cell::RefCell;
+use std::fmt::{self, Write as _};
+use std::io::{self, BufWriter, IsTerminal};
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::FormatTime;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+use crate::cli::LogFormat;
+use crate::config::LogConfig;
+use format::{Fast, Style};
+
+/// Lines queued at most: about 2.5 MiB of review lines.
+const QUEUED_LINES: usize = 8192;
+/// What the writer thread gathers into one `write(2)`.
+const WRITE_BUFFER: usize = 64 * 1024;
+
+static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+static GUARD: OnceLock<Mutex<Option<WorkerGuard>>> = OnceLock::new();
+
+/// Lines dropped because the log sink could not keep up.
+pub fn dropped_lines() -> u64 {
+    DROPPED
+        .get()
+        .map_or(0, |counter| counter.dropped_lines() as u64)
+}
+
+/// Writes out what is queued; for `std::process::exit`, which runs no
+/// destructors. Later lines are dropped.
+pub fn flush_before_exit() {
+    if let Some(guard) = GUARD.get() {
+        drop(guard.lock().unwrap_or_else(PoisonError::into_inner).take());
+    }
+}
+
+/// Writes out what is queued when dropped (the end of `main`).
+pub struct FlushOnDrop(());
+
+impl Drop for FlushOnDrop {
+    fn drop(&mut self) {
+        flush_before_exit();
+    }
+}
+
+/// Installs the global subscriber. Fails if one is already installed. Keep
+/// the returned value until the end: dropping it writes what is left.
+pub fn init(config: &LogConfig) -> anyhow::Result<FlushOnDrop> {
+    let filter: Targets = config.filter.parse()?;
+    let sink = BufWriter::with_capacity(WRITE_BUFFER, io::stderr());
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(QUEUED_LINES)
+        .thread_name("log-writer")
+        .finish(sink);
+    let dropped = writer.error_counter();
+    let builder = tracing_subscriber::fmt().with_writer(writer);
+    let text = tracing_subscriber::fmt::format().with_timer(UtcMicros);
+    let result = match config.format {
+        LogFormat::Text => builder
+            .with_ansi(io::stderr().is_terminal())
+            .event_format(Fast {
+                style: Style::Text,
+                timer: UtcMicros,
+                fallback: text,
+            })
+            .finish()
+            .with(filter)
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .event_format(Fast {
+                style: Style::Json,
+                timer: UtcMicros,
+                fallback: text
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(false),
+            })
+            .finish()
+            .with(filter)
+            .try_init(),
+    };
+    result.map_err(|error| anyhow::anyhow!("cannot install the logger: {error}"))?;
+    if DROPPED.set(dropped).is_err() || GUARD.set(Mutex::new(Some(guard))).is_err() {
+        anyhow::bail!("the log writer is already installed");
+    }
+    Ok(FlushOnDrop(()))
+}
+
+/// `2026-12-04T22:32:39.445596Z`, as tracing-subscriber's default timer
+/// writes it (RFC 3339, UTC, microseconds).
+pub struct UtcMicros;
+
+thread_local! {
+    /// The second last written on this thread and its text up to the `.`.
+    static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+impl FormatTime for UtcMicros {
+    fn format_time(&self, w: &mut Writer<'_>) -> fmt::Result {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        SECOND.with(|second| {
+            let mut second = second.borrow_mut();
+            if second.0 != now.as_secs() {
+                second.1.clear();
+                write_second(&mut second.1, now.as_secs())?;
+                second.0 = now.as_secs();
+            }
+            write!(w, "{}.{:06}Z", second.1, now.subsec_micros())
+        })
+    }
+}
+
+/// `unix_seconds` as `YYYY-MM-DDTHH:MM:SS` in UTC.
+fn write_second(out: &mut String, unix_seconds: u64) -> fmt::Result {
+    let at = i64::try_from(unix_seconds)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_are_written_as_rfc_3339_in_utc() {
+        let mut out = String::new();
+        write_second(&mut out, 0).unwrap();
+        assert_eq!(out, "1970-01-01T00:00:00");
+        out.clear();
+        // 2026-12-04T22:32:39Z, and the last second of a leap year.
+        write_second(&mut out, 1_796_423_559).unwrap();
+        assert_eq!(out, "2026-12-04T22:32:39");
+        out.clear();
+        write_second(&mut out, 1_735_689_599).unwrap();
+        assert_eq!(out, "2024-12-31T23:59:59");
+    }
+}
