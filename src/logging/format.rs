@@ -21,7 +21,7 @@ use tracing_subscriber::fmt::time::FormatTime;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::mutation::view::plain_len;
+use crate::mutation::patch::escape_json_str_contents;
 
 /// The target prefix of the events [`Fast`] writes itself.
 const OURS: &str = "prom_mtls_webhook";
@@ -276,33 +276,13 @@ fn debug_str(out: &mut String, value: &str) -> fmt::Result {
     }
 }
 
-/// A JSON string as serde_json writes it (as `mutation::patch` writes its
-/// own): `"` and `\\`, control characters as `\\b \\t \\n \\f \\r` or
-/// `\\u00xx`, everything else as it is.
+/// A JSON string as serde_json writes it (and the patch writes its own).
 fn json_str(out: &mut String, value: &str) {
     out.push('"');
-    let mut rest = value;
-    // Every stop `plain_len` finds is an ASCII byte: a character boundary.
-    while let Some((run, tail)) = rest.split_at_checked(plain_len(rest.as_bytes())) {
-        out.push_str(run);
-        let mut chars = tail.chars();
-        let Some(stop) = chars.next() else {
-            break;
-        };
-        match stop {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{8}' => out.push_str("\\b"),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\u{c}' => out.push_str("\\f"),
-            '\r' => out.push_str("\\r"),
-            other => {
-                let _ = write!(out, "\\u{:04x}", u32::from(other));
-            }
-        }
-        rest = chars.as_str();
-    }
+    escape_json_str_contents(value, |piece| {
+        // Cut at ASCII bytes of a `str`: never invalid.
+        out.push_str(std::str::from_utf8(piece).unwrap_or_default());
+    });
     out.push('"');
 }
 

@@ -206,33 +206,40 @@ fn write_json_value(out: &mut Vec<u8>, value: &Value) {
 /// characters as `\b \t \n \f \r` or `\u00xx`; everything else as it is.
 /// Runs without escapes are found eight bytes at a time and copied whole.
 pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.reserve(s.len() + 2);
     out.push(b'"');
+    escape_json_str_contents(s, |piece| out.extend_from_slice(piece));
+    out.push(b'"');
+}
+
+/// What [`write_json_str`] writes between the quotes, handed to `push` in
+/// pieces (for other buffers: the log lines). Each piece is a run of `s`
+/// cut at ASCII bytes, or an ASCII escape: always UTF-8.
+pub fn escape_json_str_contents(s: &str, mut push: impl FnMut(&[u8])) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut rest = s.as_bytes();
     loop {
         let plain = plain_len(rest);
         let (run, tail) = rest.split_at(plain.min(rest.len()));
-        out.extend_from_slice(run);
+        push(run);
         let Some((&byte, tail)) = tail.split_first() else {
             break;
         };
         match byte {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            0x08 => out.extend_from_slice(b"\\b"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            0x0c => out.extend_from_slice(b"\\f"),
-            b'\r' => out.extend_from_slice(b"\\r"),
+            b'"' => push(b"\\\""),
+            b'\\' => push(b"\\\\"),
+            0x08 => push(b"\\b"),
+            b'\t' => push(b"\\t"),
+            b'\n' => push(b"\\n"),
+            0x0c => push(b"\\f"),
+            b'\r' => push(b"\\r"),
             _ => {
                 let hex = |nibble: u8| HEX.get(usize::from(nibble)).copied().unwrap_or(b'0');
-                out.extend_from_slice(&[b'\\', b'u', b'0', b'0', hex(byte >> 4), hex(byte & 0xf)]);
+                push(&[b'\\', b'u', b'0', b'0', hex(byte >> 4), hex(byte & 0xf)]);
             }
         }
         rest = tail;
     }
-    out.push(b'"');
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
