@@ -152,10 +152,7 @@ async fn many_bodies_at_the_size_limit_stay_within_the_memory_the_budget_allows(
         &[],
     );
     let ca_pem = std::fs::read_to_string(&ca).unwrap();
-    let url = format!(
-        "https://localhost:{}/mutate?timeout=10s",
-        process.webhook_addr.port()
-    );
+    let url = process.mutate_url();
     let before = peak_rss(process.child.id());
 
     // 16 at once: 112 MiB of bodies, over HTTP/2 and HTTP/1.1.
@@ -213,10 +210,7 @@ async fn past_the_budget_a_review_waits_then_gets_503_with_retry_after() {
         &[],
     );
     let ca_pem = std::fs::read_to_string(&ca).unwrap();
-    let url = format!(
-        "https://localhost:{}/mutate?timeout=10s",
-        process.webhook_addr.port()
-    );
+    let url = process.mutate_url();
     let sends: Vec<_> = (0..8)
         .map(|i| {
             let client = common::https_client(&ca_pem, Http::V2);

@@ -244,10 +244,7 @@ async fn sigterm_under_load_answers_every_review_it_took_and_exits_0() {
     let fixture = common::fixture("pod-create-1");
     let review = serde_json::to_vec(&fixture).unwrap();
     let uid = fixture["request"]["uid"].as_str().unwrap().to_owned();
-    let url = format!(
-        "https://localhost:{}/mutate?timeout=10s",
-        process.webhook_addr.port()
-    );
+    let url = process.mutate_url();
     let signalled = Arc::new(AtomicBool::new(false));
 
     // 16 clients with a connection each, as in the load benchmark; half of
@@ -391,10 +388,7 @@ async fn during_the_shutdown_delay_new_connections_get_one_review_each_then_the_
     // So is a new HTTP/2 connection, which then gets a GOAWAY: the server
     // holds no connection open any more while the delay still runs.
     let h2 = common::https_client(&ca, common::Http::V2);
-    let url = format!(
-        "https://localhost:{}/mutate?timeout=10s",
-        process.webhook_addr.port()
-    );
+    let url = process.mutate_url();
     let response = h2
         .post(&url)
         .header("content-type", "application/json")

@@ -526,6 +526,14 @@ impl ServeProcess {
         format!("http://{}{path}", self.admin_addr)
     }
 
+    /// `/mutate` by the name the dev certificate is for.
+    pub fn mutate_url(&self) -> String {
+        format!(
+            "https://localhost:{}/mutate?timeout=10s",
+            self.webhook_addr.port()
+        )
+    }
+
     /// `serve --dev` on 127.0.0.1 (kernel-picked ports), its CA written to
     /// `ca`, plus `args`.
     pub fn spawn_dev(ca: &Path, args: &[&str], envs: &[(&str, &str)]) -> Self {
