@@ -22,6 +22,7 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::mutation::patch::escape_json_str_contents;
+use crate::mutation::view::plain_len;
 
 /// The target prefix of the events [`Fast`] writes itself.
 const OURS: &str = "prom_mtls_webhook";
@@ -95,19 +96,27 @@ fn write_line(
     event: &Event<'_>,
 ) -> Result<bool, fmt::Error> {
     let meta = event.metadata();
-    let mut time = String::new();
-    timer.format_time(&mut Writer::new(&mut time))?;
-    // Before the fields.
+    // Before the fields. The time goes straight into the line: a timer's
+    // text (RFC 3339) needs no JSON escape, and is escaped if it ever does.
     match style {
-        Style::Text => write!(
-            out,
-            "{time} {} {}: ",
-            text_level(meta.level()),
-            meta.target()
-        )?,
+        Style::Text => {
+            timer.format_time(&mut Writer::new(out))?;
+            write!(out, " {} {}: ", text_level(meta.level()), meta.target())?;
+        }
         Style::Json => {
-            out.push_str("{\"timestamp\":");
-            json_str(out, &time);
+            out.push_str("{\"timestamp\":\"");
+            let start = out.len();
+            timer.format_time(&mut Writer::new(out))?;
+            if out
+                .get(start..)
+                .is_some_and(|time| plain_len(time.as_bytes()) < time.len())
+            {
+                let time = out.split_off(start);
+                out.pop();
+                json_str(out, &time);
+            } else {
+                out.push('"');
+            }
             out.push_str(",\"level\":");
             json_str(out, meta.level().as_str());
         }
@@ -301,11 +310,15 @@ mod tests {
         pub static FAST_LINES: Cell<usize> = const { Cell::new(0) };
     }
 
-    struct Fixed;
+    /// A timer that always writes this text.
+    #[derive(Clone, Copy)]
+    struct Fixed(&'static str);
+
+    const AT: Fixed = Fixed("2026-12-04T22:32:39.000042Z");
 
     impl FormatTime for Fixed {
         fn format_time(&self, w: &mut Writer<'_>) -> fmt::Result {
-            w.write_str("2026-12-04T22:32:39.000042Z")
+            w.write_str(self.0)
         }
     }
 
@@ -382,8 +395,12 @@ mod tests {
     }
 
     fn lines(style: Style, fast: bool) -> (String, usize) {
+        lines_at(AT, style, fast)
+    }
+
+    fn lines_at(timer: Fixed, style: Style, fast: bool) -> (String, usize) {
         let out = Captured::default();
-        let text = tracing_subscriber::fmt::format().with_timer(Fixed);
+        let text = tracing_subscriber::fmt::format().with_timer(timer);
         let builder = tracing_subscriber::fmt()
             .with_writer(out.clone())
             .with_ansi(false);
@@ -396,7 +413,7 @@ mod tests {
                 builder
                     .event_format(Fast {
                         style,
-                        timer: Fixed,
+                        timer,
                         fallback: text,
                     })
                     .finish(),
@@ -412,7 +429,7 @@ mod tests {
                 if fast {
                     let format = Fast {
                         style,
-                        timer: Fixed,
+                        timer,
                         fallback: json,
                     };
                     tracing::subscriber::with_default(builder.event_format(format).finish(), events)
@@ -437,6 +454,19 @@ mod tests {
             let expected_fast = if style == Style::Json { 4 } else { 3 };
             assert_eq!(fast, expected_fast, "{style:?}");
         }
+    }
+
+    #[test]
+    fn a_timer_text_that_needs_escapes_is_escaped_as_tracing_subscriber_does() {
+        let odd = Fixed("at \"noon\"\\\t");
+        let (expected, _) = lines_at(odd, Style::Json, false);
+        let (written, fast) = lines_at(odd, Style::Json, true);
+        pretty_assertions::assert_eq!(written, expected);
+        assert!(
+            expected.starts_with(r#"{"timestamp":"at \"noon\"\\\t","#),
+            "{expected}"
+        );
+        assert_eq!(fast, 4);
     }
 
     #[test]
