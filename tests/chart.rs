@@ -877,6 +877,26 @@ fn openssl(dir: &Path, args: &[&str]) -> String {
     out.stdout
 }
 
+/// The subjectAltName extension of `dir/tls.crt`, as openssl prints it.
+fn subject_alt_names(dir: &Path) -> String {
+    openssl(
+        dir,
+        &["x509", "-in", "tls.crt", "-noout", "-ext", "subjectAltName"],
+    )
+}
+
+/// The subjectAltName extension of the serving certificate `rendering` makes.
+fn serving_cert_sans(rendering: &Rendering) -> String {
+    let secret = rendering.named("Secret", &format!("{FULLNAME}-tls"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tls.crt"),
+        decode(&secret["data"]["tls.crt"]),
+    )
+    .unwrap();
+    subject_alt_names(dir.path())
+}
+
 fn decode(b64: &Value) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(b64.as_str().unwrap())
@@ -917,10 +937,7 @@ fn default_mode_generates_a_ca_for_the_service_names_and_sets_it_as_ca_bundle() 
     }
     let d = dir.path();
     assert!(openssl(d, &["verify", "-CAfile", "ca.crt", "tls.crt"]).contains("tls.crt: OK"));
-    let sans = openssl(
-        d,
-        &["x509", "-in", "tls.crt", "-noout", "-ext", "subjectAltName"],
-    );
+    let sans = subject_alt_names(d);
     for name in [
         FULLNAME.to_owned(),
         format!("{FULLNAME}.{NAMESPACE}"),
@@ -1396,10 +1413,7 @@ fn certs_script_writes_a_serving_pair_signed_by_its_ca() {
     );
     let d = dir.path();
     assert!(openssl(d, &["verify", "-CAfile", "ca.crt", "tls.crt"]).contains("tls.crt: OK"));
-    let sans = openssl(
-        d,
-        &["x509", "-in", "tls.crt", "-noout", "-ext", "subjectAltName"],
-    );
+    let sans = subject_alt_names(d);
     for san in [
         "DNS:localhost".to_owned(),
         format!("DNS:{FULLNAME}.{NAMESPACE}.svc"),
@@ -1571,28 +1585,9 @@ fn the_url_value_points_the_webhooks_at_a_webhook_outside_the_cluster() {
         assert_eq!(w["clientConfig"]["url"], "https://10.1.2.3:9443/mutate");
         assert!(w["clientConfig"].get("service").is_none());
     }
-    let secret = r.named("Secret", &format!("{FULLNAME}-tls"));
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("tls.crt"),
-        decode(&secret["data"]["tls.crt"]),
-    )
-    .unwrap();
-    let sans = openssl(
-        dir.path(),
-        &["x509", "-in", "tls.crt", "-noout", "-ext", "subjectAltName"],
-    );
+    let sans = serving_cert_sans(&r);
     assert!(sans.contains("IP Address:10.1.2.3"), "{sans}");
     let named = Rendering::of(&["--set", "webhook.url=https://webhook.example.com/mutate"]);
-    let secret = named.named("Secret", &format!("{FULLNAME}-tls"));
-    std::fs::write(
-        dir.path().join("tls.crt"),
-        decode(&secret["data"]["tls.crt"]),
-    )
-    .unwrap();
-    let sans = openssl(
-        dir.path(),
-        &["x509", "-in", "tls.crt", "-noout", "-ext", "subjectAltName"],
-    );
+    let sans = serving_cert_sans(&named);
     assert!(sans.contains("DNS:webhook.example.com"), "{sans}");
 }
