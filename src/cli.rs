@@ -359,6 +359,7 @@ impl From<MutationArgs> for MutationConfig {
                 Monitors::Endpoints => MonitorMode::Endpoints,
                 Monitors::Off => MonitorMode::Off,
             },
+            derived: Default::default(),
         }
     }
 }

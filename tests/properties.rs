@@ -283,10 +283,8 @@ fn configs() -> impl Strategy<Value = MutationConfig> {
         any::<bool>(),
     )
         .prop_map(|(monitors, custom)| {
-            let mut config = MutationConfig {
-                monitors,
-                ..MutationConfig::default()
-            };
+            let mut config = MutationConfig::default();
+            config.monitors = monitors;
             if custom {
                 config.prometheus_cert_dir = "/etc/prom-certs".into();
                 config.volume_name = "prometheus".into();

@@ -6,6 +6,8 @@
 //! once the certificate volume is known to be mounted into Prometheus
 //! ([`AnnotationPlan::mark_injected`]).
 
+use std::borrow::Cow;
+
 use super::MutationConfig;
 use super::patch::{ObjectAdditions, PatchBuilder, Path};
 use super::proxy_config::{self, Additions, ProxyConfig};
@@ -17,45 +19,47 @@ pub const INCLUDE_OUTBOUND_IP_RANGES: &str = "traffic.sidecar.istio.io/includeOu
 pub const STATUS_INJECTED: &str = "injected";
 
 /// What the annotations need, computed before anything is written.
+/// Keys and values are borrowed from the configuration (`'r`) where they
+/// are its names and default texts, as for most pods.
 #[derive(Debug)]
-pub struct AnnotationPlan {
+pub struct AnnotationPlan<'r> {
     /// The directory the sidecar writes its certificates to: the configured
     /// one, or the user's own `OUTPUT_CERTS`.
-    pub sidecar_dir: String,
+    pub sidecar_dir: Cow<'r, str>,
     /// Whether the traffic annotations were absent (and are now added).
     pub traffic_added: bool,
     pub warnings: Vec<String>,
     /// Keys the annotations lack, in the order they are added.
-    additions: Vec<(String, String)>,
+    additions: Vec<(&'r str, Cow<'r, str>)>,
     /// Keys whose existing value is replaced by a merged one.
-    replacements: Vec<(String, String)>,
+    replacements: Vec<(&'r str, Cow<'r, str>)>,
 }
 
-impl AnnotationPlan {
+impl<'r> AnnotationPlan<'r> {
     /// Plans the annotations for `current` (a `metadata.annotations`-like
     /// map, possibly absent). An error is a warning: the object must be left
     /// alone, since Istio would ignore or reject what could be written.
-    pub fn new(current: Option<&Object<'_>>, config: &MutationConfig) -> Result<Self, String> {
+    pub fn new(current: Option<&Object<'_>>, config: &'r MutationConfig) -> Result<Self, String> {
         let get = |key: &str| current.and_then(|map| map.get(key)).and_then(Json::as_str);
         let mut plan = Self {
-            sidecar_dir: config.sidecar_cert_dir.clone(),
+            sidecar_dir: Cow::Borrowed(&config.sidecar_cert_dir),
             traffic_added: false,
             warnings: Vec::new(),
-            additions: Vec::new(),
+            additions: Vec::with_capacity(5),
             replacements: Vec::new(),
         };
 
         match get(proxy_config::ANNOTATION) {
             None => plan.additions.push((
-                proxy_config::ANNOTATION.into(),
-                ProxyConfig::new_with(&config.sidecar_cert_dir),
+                proxy_config::ANNOTATION,
+                Cow::Borrowed(config.default_proxy_config()),
             )),
             Some(text) => {
                 let proxy_config = ProxyConfig::parse(text)?;
                 let output_certs = match proxy_config.output_certs()? {
                     // The user's directory wins; the volume is mounted there.
                     Some(dir) => {
-                        plan.sidecar_dir = dir.to_owned();
+                        plan.sidecar_dir = Cow::Owned(dir.to_owned());
                         None
                     }
                     None => Some(config.sidecar_cert_dir.as_str()),
@@ -66,8 +70,8 @@ impl AnnotationPlan {
                 };
                 if !additions.is_empty() {
                     plan.replacements.push((
-                        proxy_config::ANNOTATION.into(),
-                        proxy_config.with(additions),
+                        proxy_config::ANNOTATION,
+                        Cow::Owned(proxy_config.with(additions)),
                     ));
                 }
             }
@@ -75,13 +79,16 @@ impl AnnotationPlan {
 
         match get(user_volume_mount::ANNOTATION) {
             None => plan.additions.push((
-                user_volume_mount::ANNOTATION.into(),
-                user_volume_mount::new(&config.volume_name, &plan.sidecar_dir),
+                user_volume_mount::ANNOTATION,
+                match &plan.sidecar_dir {
+                    Cow::Borrowed(_) => Cow::Borrowed(config.default_user_volume_mount()),
+                    Cow::Owned(dir) => Cow::Owned(user_volume_mount::new(&config.volume_name, dir)),
+                },
             )),
             Some(text) => match user_volume_mount::merge(text, &config.volume_name, &plan.sidecar_dir)? {
                 Merge::Added(text) => plan
                     .replacements
-                    .push((user_volume_mount::ANNOTATION.into(), text)),
+                    .push((user_volume_mount::ANNOTATION, Cow::Owned(text))),
                 Merge::Present { elsewhere: None } => {}
                 Merge::Present {
                     elsewhere: Some(path),
@@ -98,7 +105,7 @@ impl AnnotationPlan {
         // Prometheus' own traffic must not be captured by its sidecar.
         for key in [INCLUDE_INBOUND_PORTS, INCLUDE_OUTBOUND_IP_RANGES] {
             if get(key).is_none() {
-                plan.additions.push((key.into(), String::new()));
+                plan.additions.push((key, Cow::Borrowed("")));
                 plan.traffic_added = true;
             }
         }
@@ -108,36 +115,32 @@ impl AnnotationPlan {
 
     /// Plans `<prefix>status: injected` on `current` (the same map given to
     /// [`Self::new`]): call once the volume is mounted into Prometheus.
-    pub fn mark_injected(&mut self, current: Option<&Object<'_>>, config: &MutationConfig) {
+    pub fn mark_injected(&mut self, current: Option<&Object<'_>>, config: &'r MutationConfig) {
         let status = config.status_annotation();
+        let injected = Cow::Borrowed(STATUS_INJECTED);
         match current
-            .and_then(|map| map.get(&status))
+            .and_then(|map| map.get(status))
             .and_then(Json::as_str)
         {
             Some(STATUS_INJECTED) => {}
-            Some(_) => self.replacements.push((status, STATUS_INJECTED.into())),
-            None if current.is_some_and(|map| map.contains_key(&status)) => {
-                self.replacements.push((status, STATUS_INJECTED.into()));
+            Some(_) => self.replacements.push((status, injected)),
+            None if current.is_some_and(|map| map.contains_key(status)) => {
+                self.replacements.push((status, injected));
             }
-            None => self.additions.push((status, STATUS_INJECTED.into())),
+            None => self.additions.push((status, injected)),
         }
     }
 
     /// Writes the planned changes to the annotations at `path` (`current`
     /// being what is there now); they are moved out of the plan.
-    pub fn emit<'r>(
-        &mut self,
-        path: &Path,
-        current: Option<&Json<'_>>,
-        patch: &mut PatchBuilder<'r>,
-    ) {
+    pub fn emit(&mut self, path: &Path, current: Option<&Json<'_>>, patch: &mut PatchBuilder<'r>) {
         let mut additions = ObjectAdditions::new(path.clone(), current);
         for (key, value) in self.additions.drain(..) {
             additions.insert_if_absent(key, value);
         }
         additions.emit(patch);
         for (key, value) in self.replacements.drain(..) {
-            patch.replace(path.key(&key), value);
+            patch.replace(path.key(key), value);
         }
     }
 }
@@ -165,7 +168,7 @@ pub fn inject_choice(
     warnings: &mut Vec<String>,
 ) -> Option<bool> {
     let key = config.inject_annotation();
-    let value = annotations.and_then(|map| map.get(&key))?;
+    let value = annotations.and_then(|map| map.get(key))?;
     match value.as_str() {
         Some(v) if v.eq_ignore_ascii_case("true") => Some(true),
         Some(v) if v.eq_ignore_ascii_case("false") => Some(false),

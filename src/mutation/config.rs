@@ -1,9 +1,13 @@
 //! The names the mutations write, all configurable (SPEC.md, "Names").
 
+use std::sync::OnceLock;
+
 use serde_json::{Value, json};
 
 use super::patch::PatchValue;
+use super::proxy_config::ProxyConfig;
 use super::selector::LabelSelector;
+use super::user_volume_mount;
 
 /// What happens to ServiceMonitors and PodMonitors (`--monitors`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +46,20 @@ pub struct MutationConfig {
     /// Prefix of this webhook's own annotations (`<prefix>inject`, `<prefix>status`).
     pub annotation_prefix: String,
     pub monitors: MonitorMode,
+    /// What the reviews write from the names above, made on first use: set
+    /// the names before the first review, never after.
+    pub(crate) derived: OnceLock<Derived>,
+}
+
+/// Texts made from the names, the same for every review: made once rather
+/// than per review (they were a tenth of a pod review's instructions).
+#[derive(Clone, Debug)]
+pub(crate) struct Derived {
+    inject_annotation: String,
+    status_annotation: String,
+    proxy_config: String,
+    user_volume_mount: String,
+    scrape_tls_config: Value,
 }
 
 impl Default for MutationConfig {
@@ -58,19 +76,47 @@ impl Default for MutationConfig {
             scrape_class: "istio-mtls".into(),
             annotation_prefix: "prom-mtls-webhook.io/".into(),
             monitors: MonitorMode::ScrapeClass,
+            derived: OnceLock::new(),
         }
     }
 }
 
 impl MutationConfig {
+    fn derived(&self) -> &Derived {
+        self.derived.get_or_init(|| Derived {
+            inject_annotation: [self.annotation_prefix.as_str(), "inject"].concat(),
+            status_annotation: [self.annotation_prefix.as_str(), "status"].concat(),
+            proxy_config: ProxyConfig::new_with(&self.sidecar_cert_dir),
+            user_volume_mount: user_volume_mount::new(&self.volume_name, &self.sidecar_cert_dir),
+            scrape_tls_config: json!({
+                "caFile": self.prometheus_cert_path(&self.ca_file_name),
+                "certFile": self.prometheus_cert_path(&self.cert_file_name),
+                "keyFile": self.prometheus_cert_path(&self.key_file_name),
+                "insecureSkipVerify": true,
+            }),
+        })
+    }
+
     /// `<prefix>inject`: `"true"` opts a pod in, `"false"` opts any object out.
-    pub fn inject_annotation(&self) -> String {
-        [self.annotation_prefix.as_str(), "inject"].concat()
+    pub fn inject_annotation(&self) -> &str {
+        &self.derived().inject_annotation
     }
 
     /// `<prefix>status`: set to `injected` on what this webhook wired.
-    pub fn status_annotation(&self) -> String {
-        [self.annotation_prefix.as_str(), "status"].concat()
+    pub fn status_annotation(&self) -> &str {
+        &self.derived().status_annotation
+    }
+
+    /// `proxy.istio.io/config` for a pod that has none: the sidecar writes
+    /// its certificates to the configured directory.
+    pub fn default_proxy_config(&self) -> &str {
+        &self.derived().proxy_config
+    }
+
+    /// `sidecar.istio.io/userVolumeMount` for a pod that has none: the
+    /// volume at the configured sidecar directory.
+    pub fn default_user_volume_mount(&self) -> &str {
+        &self.derived().user_volume_mount
     }
 
     /// Whether `Prometheus` and `PrometheusAgent` resources carry the scrape
@@ -112,12 +158,7 @@ impl MutationConfig {
     /// The scrape `tlsConfig` that authenticates Prometheus with the workload
     /// certificate. `insecureSkipVerify`: Prometheus cannot verify Istio's
     /// SPIFFE identities; the client certificate still authenticates it.
-    pub fn scrape_tls_config(&self) -> Value {
-        json!({
-            "caFile": self.prometheus_cert_path(&self.ca_file_name),
-            "certFile": self.prometheus_cert_path(&self.cert_file_name),
-            "keyFile": self.prometheus_cert_path(&self.key_file_name),
-            "insecureSkipVerify": true,
-        })
+    pub fn scrape_tls_config(&self) -> &Value {
+        &self.derived().scrape_tls_config
     }
 }

@@ -152,7 +152,7 @@ fn join_class<'r>(
 fn classify_for_class(endpoint: &Json<'_>, joined: bool, config: &MutationConfig) -> Endpoint {
     let tls = endpoint.get("tlsConfig").filter(|t| !t.is_null());
     match (is_https(endpoint), tls) {
-        (true, Some(tls)) if *tls == config.scrape_tls_config() => Endpoint::Legacy,
+        (true, Some(tls)) if *tls == *config.scrape_tls_config() => Endpoint::Legacy,
         // An earlier version set the class on PodMonitors and https on
         // their endpoints.
         (true, None) if joined => Endpoint::Legacy,
@@ -181,7 +181,7 @@ fn wire_endpoints<'r>(
         let path = endpoints_path.index(index);
         let ours = endpoint
             .get("tlsConfig")
-            .is_some_and(|tls| *tls == tls_config);
+            .is_some_and(|tls| *tls == *tls_config);
         if is_https(endpoint) && ours {
             // An earlier version's https: the rules decide now.
             patch.replace(path.key("scheme"), "http");
@@ -189,7 +189,7 @@ fn wire_endpoints<'r>(
             own_tls.push(describe(index, endpoint));
             continue;
         } else if !ours {
-            patch.add(path.key("tlsConfig"), tls_config.clone());
+            patch.add(path.key("tlsConfig"), tls_config);
         }
         ensure_rules(
             &path.key("relabelings"),

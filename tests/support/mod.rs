@@ -119,7 +119,7 @@ fn may_remove(path: &str, value: &Value, config: &MutationConfig) -> bool {
             "endpoints" | "podMetricsEndpoints",
             _,
             "tlsConfig",
-        ] => *value == config.scrape_tls_config(),
+        ] => *value == *config.scrape_tls_config(),
         ["", "spec", "endpoints", _, "relabelings", _] => {
             let target = value["targetLabel"].as_str().unwrap_or_default();
             target.starts_with("__tmp_istio_mtls_")
