@@ -8,9 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::BoxError;
 use axum::body::{Body, Bytes};
 use http_body_util::BodyExt as _;
-use hyper::body::Body as _;
+use hyper::body::Body as HttpBody;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The bytes of request bodies held at once.
@@ -71,11 +72,15 @@ impl BodyBudget {
     /// the bytes read pass it. The budget is taken before the bytes are read
     /// (all of the declared length at once, or chunk by chunk without one).
     /// A body in one chunk (the usual case) is not copied.
-    pub(super) async fn read(
+    pub(super) async fn read<B>(
         &self,
-        mut body: Body,
+        mut body: B,
         limit: usize,
-    ) -> Result<(Bytes, Held), BodyError> {
+    ) -> Result<(Bytes, Held), BodyError>
+    where
+        B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
         let declared = body.size_hint().lower();
         if declared > limit as u64 {
             let budget = if declared <= 2 * limit as u64 {
@@ -83,7 +88,10 @@ impl BodyBudget {
             } else {
                 0
             };
-            return Err(BodyError::TooLarge { rest: body, budget });
+            return Err(BodyError::TooLarge {
+                rest: Body::new(body),
+                budget,
+            });
         }
         let declared = usize::try_from(declared).unwrap_or(0);
         let mut held = Held {
@@ -99,13 +107,14 @@ impl BodyBudget {
         let mut joined: Vec<u8> = Vec::new();
         let mut total = 0usize;
         while let Some(frame) = body.frame().await {
-            let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else {
+            let frame = frame.map_err(|error| BodyError::Read(axum::Error::new(error)))?;
+            let Ok(data) = frame.into_data() else {
                 continue; // trailers
             };
             total = total.saturating_add(data.len());
             if total > limit {
                 return Err(BodyError::TooLarge {
-                    rest: body,
+                    rest: Body::new(body),
                     budget: limit,
                 });
             }
