@@ -158,17 +158,18 @@ struct GroupVersionKind {
     kind: String,
 }
 
-/// What a review was about and what came of it, for logs and metrics.
+/// What a review was about and what came of it, for logs and metrics: its
+/// texts borrowed from the request's body where they hold no escapes.
 #[derive(Clone, Debug)]
-pub struct ReviewSummary {
-    pub uid: String,
+pub struct ReviewSummary<'a> {
+    pub uid: Cow<'a, str>,
     /// The object's kind as sent (`Pod`, `ServiceMonitor`, ...).
-    pub kind: String,
+    pub kind: Cow<'a, str>,
     /// The kind when the webhook knows it; `None` for anything else.
     pub known_kind: Option<Kind>,
-    pub namespace: String,
-    pub name: String,
-    pub operation: String,
+    pub namespace: Cow<'a, str>,
+    pub name: Cow<'a, str>,
+    pub operation: Cow<'a, str>,
     pub dry_run: bool,
     pub patch_operations: usize,
     pub warnings: Vec<String>,
@@ -177,10 +178,10 @@ pub struct ReviewSummary {
 
 /// A review answered: the response body and its summary.
 #[derive(Debug)]
-pub struct Reviewed {
+pub struct Reviewed<'a> {
     /// A serialised `AdmissionReview` carrying the response.
     pub body: Vec<u8>,
-    pub summary: ReviewSummary,
+    pub summary: ReviewSummary<'a>,
 }
 
 /// Answers one AdmissionReview. Always allows (this webhook mutates, it never
@@ -193,19 +194,20 @@ pub struct Reviewed {
 /// each field once, `kind` before `object`: what the API server sends);
 /// anything else is read again by serde_json ([`review_with_serde`]), which
 /// gives the exact answer or error. Both hand the same fields to [`answer`].
-pub fn review(
-    body: &[u8],
+pub fn review<'a>(
+    body: &'a [u8],
     config: &MutationConfig,
     relabelings: &Value,
-) -> Result<Reviewed, AdmissionError> {
+) -> Result<Reviewed<'a>, AdmissionError> {
     match read_fast(body) {
         Some(request) => Ok(answer(request, config, relabelings)),
         None => review_with_serde(body, config, relabelings),
     }
 }
 
-/// What the answer depends on, however the request was read.
-struct RequestFields<'a> {
+/// What the answer depends on, however the request was read: texts that
+/// the summary keeps (`'a`), and the object (`'o`).
+struct RequestFields<'a, 'o> {
     uid: Cow<'a, str>,
     group: Cow<'a, str>,
     version: Cow<'a, str>,
@@ -216,16 +218,16 @@ struct RequestFields<'a> {
     operation: Cow<'a, str>,
     dry_run: Option<bool>,
     /// The view of the object, for a kind the webhook handles.
-    object: Option<Json<'a>>,
+    object: Option<Json<'o>>,
 }
 
 /// The review read by serde_json, as the webhook always read it; errors
 /// come out in the order they always did.
-fn review_with_serde(
-    body: &[u8],
+fn review_with_serde<'a>(
+    body: &'a [u8],
     config: &MutationConfig,
     relabelings: &Value,
-) -> Result<Reviewed, AdmissionError> {
+) -> Result<Reviewed<'a>, AdmissionError> {
     let review = parse(body)?;
     let request = review.request.ok_or(AdmissionError::MissingRequest)?;
     if request.uid.is_empty() {
@@ -267,7 +269,7 @@ fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
 /// serde: `None` for anything else (any error, a field twice, the object
 /// before its kind, a review [`review_with_serde`] refuses), for serde_json
 /// to read again. Reads what [`ReviewIn`] reads, and accepts no more.
-fn read_fast(body: &[u8]) -> Option<RequestFields<'_>> {
+fn read_fast(body: &[u8]) -> Option<RequestFields<'_, '_>> {
     let mut reader = Reader::new(body)?;
     reader.begin_object()?;
     let (mut api_version, mut kind, mut request) = (None, None, None);
@@ -287,7 +289,7 @@ fn read_fast(body: &[u8]) -> Option<RequestFields<'_>> {
 }
 
 /// The request's fields, as [`RequestVisitor`] reads them.
-fn read_request<'a>(reader: &mut Reader<'a>) -> Option<RequestFields<'a>> {
+fn read_request<'a>(reader: &mut Reader<'a>) -> Option<RequestFields<'a, 'a>> {
     reader.begin_object()?;
     let (mut uid, mut gvk, mut operation) = (None, None, None);
     let (mut sub_resource, mut name, mut namespace, mut dry_run) = (None, None, None, None);
@@ -354,7 +356,11 @@ fn read_group_version_kind<'a>(reader: &mut Reader<'a>) -> Option<Gvk<'a>> {
 }
 
 /// The answer to a request read either way.
-fn answer(request: RequestFields<'_>, config: &MutationConfig, relabelings: &Value) -> Reviewed {
+fn answer<'a>(
+    request: RequestFields<'a, '_>,
+    config: &MutationConfig,
+    relabelings: &Value,
+) -> Reviewed<'a> {
     let known_kind = Kind::from_group_kind(&request.group, &request.kind);
     let operation = match request.operation.as_ref() {
         "CREATE" => Some(Operation::Create),
@@ -421,12 +427,12 @@ fn answer(request: RequestFields<'_>, config: &MutationConfig, relabelings: &Val
     Reviewed {
         body,
         summary: ReviewSummary {
-            uid: request.uid.into_owned(),
-            kind: request.kind.into_owned(),
+            uid: request.uid,
+            kind: request.kind,
             known_kind,
-            namespace: request.namespace.map(Cow::into_owned).unwrap_or_default(),
-            name: request.name.map(Cow::into_owned).unwrap_or_default(),
-            operation: request.operation.into_owned(),
+            namespace: request.namespace.unwrap_or_default(),
+            name: request.name.unwrap_or_default(),
+            operation: request.operation,
             dry_run: request.dry_run.unwrap_or(false),
             patch_operations,
             warnings,
@@ -606,7 +612,7 @@ mod tests {
     use serde_json::json;
 
     /// What a review gives, comparable: the body and summary, or the error.
-    fn outcome(result: Result<Reviewed, AdmissionError>) -> String {
+    fn outcome(result: Result<Reviewed<'_>, AdmissionError>) -> String {
         match result {
             Ok(reviewed) => format!(
                 "{}\n{:?}",
@@ -823,12 +829,8 @@ mod tests {
                 "object": {"spec": {"endpoints": [{"port": "web"}]}, "metadata": {"name": "m"}},
                 "kind": {"group": "monitoring.coreos.com", "version": "v1", "kind": "ServiceMonitor"}}
         });
-        let reviewed = review(
-            &serde_json::to_vec(&body).unwrap(),
-            &MutationConfig::default(),
-            &json!([]),
-        )
-        .unwrap();
+        let body = serde_json::to_vec(&body).unwrap();
+        let reviewed = review(&body, &MutationConfig::default(), &json!([])).unwrap();
         assert_eq!(reviewed.summary.patch_operations, 1);
     }
 
@@ -889,12 +891,8 @@ mod tests {
                 "object": {"metadata": {"labels": {"app.kubernetes.io/name": "prometheus"},
                     "annotations": {"prom-mtls-webhook.io/inject": value}}, "spec": {"containers": []}}}
         });
-        let reviewed = review(
-            &serde_json::to_vec(&body).unwrap(),
-            &MutationConfig::default(),
-            &json!([]),
-        )
-        .unwrap();
+        let body = serde_json::to_vec(&body).unwrap();
+        let reviewed = review(&body, &MutationConfig::default(), &json!([])).unwrap();
         assert!(!reviewed.summary.warnings.is_empty());
         assert!(
             reviewed

@@ -436,7 +436,7 @@ impl Metrics {
     }
 
     /// A review answered with an AdmissionReview.
-    pub fn review(&self, summary: &ReviewSummary, elapsed: Duration) {
+    pub fn review(&self, summary: &ReviewSummary<'_>, elapsed: Duration) {
         let kind = KindLabel::from(summary.known_kind);
         self.reviews
             .get_or_create(&ReviewLabels {
@@ -611,14 +611,14 @@ mod tests {
         operation: &str,
         outcome: Outcome,
         warnings: usize,
-    ) -> ReviewSummary {
+    ) -> ReviewSummary<'static> {
         ReviewSummary {
             uid: "u".into(),
             kind: "Pod".into(),
             known_kind: kind,
             namespace: "ns".into(),
             name: "n".into(),
-            operation: operation.into(),
+            operation: operation.to_owned().into(),
             dry_run: false,
             patch_operations: 0,
             warnings: vec!["w".into(); warnings],

@@ -93,12 +93,8 @@ fn dry_run_reviews_get_the_same_patch_as_real_ones() {
         assert_eq!(request["request"]["dryRun"], true);
         let dry = review(&body, &config, support::strict_rules()).unwrap();
         request["request"]["dryRun"] = Value::Bool(false);
-        let real = review(
-            &serde_json::to_vec(&request).unwrap(),
-            &config,
-            support::strict_rules(),
-        )
-        .unwrap();
+        let real_body = serde_json::to_vec(&request).unwrap();
+        let real = review(&real_body, &config, support::strict_rules()).unwrap();
         let patch = |body: &[u8]| {
             support::decoded_patch(&serde_json::from_slice::<Value>(body).unwrap()["response"])
         };
@@ -178,12 +174,8 @@ fn requests_for_unknown_kinds_subresources_and_deletes_are_allowed_untouched() {
     for change in variants {
         let mut request = base.clone();
         change(&mut request);
-        let reviewed = review(
-            &serde_json::to_vec(&request).unwrap(),
-            &config,
-            support::strict_rules(),
-        )
-        .unwrap();
+        let body = serde_json::to_vec(&request).unwrap();
+        let reviewed = review(&body, &config, support::strict_rules()).unwrap();
         let answer: Value = serde_json::from_slice(&reviewed.body).unwrap();
         assert_eq!(answer["response"]["allowed"], true);
         assert!(answer["response"].get("patch").is_none(), "{request}");

@@ -58,12 +58,8 @@ fn reviews_are_answered_and_their_patches_apply() {
         let patched = support::apply_checked(object, &patch, &config);
         let mut again = request.clone();
         again["request"]["object"] = patched;
-        let again = review(
-            &serde_json::to_vec(&again).unwrap(),
-            &config,
-            support::rules(),
-        )
-        .unwrap();
+        let again_body = serde_json::to_vec(&again).unwrap();
+        let again = review(&again_body, &config, support::rules()).unwrap();
         let again: Value = serde_json::from_slice(&again.body).unwrap();
         assert!(
             again["response"].get("patch").is_none(),

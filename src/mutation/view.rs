@@ -569,15 +569,22 @@ fn string_end(bytes: &[u8], pos: usize) -> Option<usize> {
     }
 }
 
-/// Past a mapping's key that starts at `pos`, its `:` and the whitespace
-/// after it: at the key's value.
+/// Past a mapping's key at `pos` (or after whitespace there), its `:` and
+/// at most the whitespace before it: at the key's value, or at whitespace
+/// before it.
 #[inline(always)]
 fn key_end(bytes: &[u8], pos: usize) -> Option<usize> {
-    let pos = skip_whitespace(bytes, string_end(bytes, pos)?);
-    if bytes.get(pos) != Some(&b':') {
-        return None;
+    let pos = match bytes.get(pos) {
+        Some(b'"') => string_end(bytes, pos)?,
+        _ => string_end(bytes, skip_whitespace(bytes, pos))?,
+    };
+    match bytes.get(pos) {
+        Some(b':') => Some(pos + 1),
+        _ => {
+            let pos = skip_whitespace(bytes, pos);
+            (bytes.get(pos) == Some(&b':')).then_some(pos + 1)
+        }
     }
-    Some(pos + 1)
 }
 
 /// Past `word` at `pos`.
@@ -834,8 +841,10 @@ impl<'a> Reader<'a> {
         let mut pos = self.pos;
         let mut open: u64 = 0;
         let mut depth = 0;
+        // Whitespace is met where a value or a `,` is due, in an arm of its
+        // own: the API server writes none, so checking for it before every
+        // token cost more than any other step.
         'value: loop {
-            pos = skip_whitespace(bytes, pos);
             match *bytes.get(pos)? {
                 b'"' => pos = string_end(bytes, pos)?,
                 open_byte @ (b'{' | b'[') => {
@@ -860,23 +869,30 @@ impl<'a> Reader<'a> {
                 b't' => pos = literal_end(bytes, pos, b"true")?,
                 b'f' => pos = literal_end(bytes, pos, b"false")?,
                 b'n' => pos = literal_end(bytes, pos, b"null")?,
+                b' ' | b'\n' | b'\r' | b'\t' => {
+                    pos += 1;
+                    continue 'value;
+                }
                 _ => pos = number_end(bytes, pos)?,
             }
             // After a value: the next entry, or the ends of lists and
             // mappings, until the value skipped is whole.
             while depth > 0 {
-                pos = skip_whitespace(bytes, pos);
                 let in_object = open & 1 == 1;
                 match *bytes.get(pos)? {
                     b',' => {
                         pos += 1;
                         if in_object {
-                            pos = key_end(bytes, skip_whitespace(bytes, pos))?;
+                            pos = key_end(bytes, pos)?;
                         }
                         continue 'value;
                     }
                     b'}' if in_object => {}
                     b']' if !in_object => {}
+                    b' ' | b'\n' | b'\r' | b'\t' => {
+                        pos += 1;
+                        continue;
+                    }
                     _ => return None,
                 }
                 pos += 1;
