@@ -140,7 +140,7 @@ impl<'r> AnnotationPlan<'r> {
         }
         additions.emit(patch);
         for (key, value) in self.replacements.drain(..) {
-            patch.replace(path.key(key), value);
+            patch.replace(path.child_key(key), value);
         }
     }
 }

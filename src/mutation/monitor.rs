@@ -127,9 +127,9 @@ fn join_class<'r>(
     for (index, (endpoint, class)) in endpoints.iter().zip(&classes).enumerate() {
         if *class == Endpoint::Legacy {
             let path = endpoints_path.index(index);
-            patch.replace(path.key("scheme"), "http");
+            patch.replace(path.child_key("scheme"), "http");
             if has_tls_config(endpoint) {
-                patch.remove(path.key("tlsConfig"));
+                patch.remove(path.child_key("tlsConfig"));
             }
             migrated.push(describe(index, endpoint));
         }
@@ -144,7 +144,7 @@ fn join_class<'r>(
     }
     if !joined {
         patch.ensure_mapping(&Path::root().key("spec"), spec);
-        patch.add(class_path, config.scrape_class.as_str());
+        patch.add(&class_path, config.scrape_class.as_str());
     }
     Mutated::from_patch(patch, warnings)
 }
@@ -184,12 +184,12 @@ fn wire_endpoints<'r>(
             .is_some_and(|tls| *tls == *tls_config);
         if is_https(endpoint) && ours {
             // An earlier version's https: the rules decide now.
-            patch.replace(path.key("scheme"), "http");
+            patch.replace(path.child_key("scheme"), "http");
         } else if is_https(endpoint) || (has_tls_config(endpoint) && !ours) {
             own_tls.push(describe(index, endpoint));
             continue;
         } else if !ours {
-            patch.add(path.key("tlsConfig"), tls_config);
+            patch.add(path.child_key("tlsConfig"), tls_config);
         }
         ensure_rules(
             &path.key("relabelings"),
@@ -222,7 +222,7 @@ fn ensure_rules<'r>(
     let existing = match current {
         None | Some(Json::Null) => {
             patch.add(
-                path.clone(),
+                path,
                 PatchValue::Array(rules.iter().map(PatchValue::from).collect()),
             );
             return;
@@ -249,9 +249,9 @@ fn ensure_rules<'r>(
     }
     // Highest index first, so the lower ones stay where they are.
     for index in own.into_iter().rev() {
-        patch.remove(path.index(index));
+        patch.remove(path.child_index(index));
     }
     for rule in rules {
-        patch.add(path.end(), rule);
+        patch.add(path.child_end(), rule);
     }
 }

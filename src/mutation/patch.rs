@@ -20,8 +20,10 @@ use serde_json::Value;
 use super::view::{Json, Object, plain_len};
 
 /// A JSON Pointer under construction, e.g. `Path::root().key("spec").key("volumes")`:
-/// the encoded pointer text, each step one allocation of the right size
-/// (this is on every review's path).
+/// the encoded pointer text, each step one allocation of the right size.
+/// These are the places the rules look at; the paths the patch writes are
+/// one step past one of them ([`Path::child_key`] and its kin), and are
+/// written straight into the patch, never made on their own.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Path(String);
 
@@ -35,22 +37,7 @@ impl Path {
         // Room for a few escapes: most keys have none, annotation keys one.
         let mut pointer = String::with_capacity(self.0.len() + 1 + key.len() + 4);
         pointer.push_str(&self.0);
-        pointer.push('/');
-        // By bytes: `~` and `/` are ASCII, so they never sit inside a
-        // multi-byte character, and a byte scan is several times cheaper
-        // than a search for either of two chars.
-        let mut plain_from = 0;
-        for (at, byte) in key.bytes().enumerate() {
-            let escape = match byte {
-                b'~' => "~0",
-                b'/' => "~1",
-                _ => continue,
-            };
-            pointer.push_str(key.get(plain_from..at).unwrap_or_default());
-            pointer.push_str(escape);
-            plain_from = at + 1;
-        }
-        pointer.push_str(key.get(plain_from..).unwrap_or_default());
+        Step::Key(key).write(&mut pointer);
         Self(pointer)
     }
 
@@ -58,20 +45,81 @@ impl Path {
     pub fn index(&self, index: usize) -> Self {
         let mut pointer = String::with_capacity(self.0.len() + 8);
         pointer.push_str(&self.0);
-        pointer.push('/');
-        if index < 10 {
-            // The usual case, without the formatting machinery.
-            pointer.push(char::from(b'0' + index as u8));
-        } else {
-            // Writing to a String cannot fail.
-            let _ = write!(pointer, "{index}");
-        }
+        Step::Index(index).write(&mut pointer);
         Self(pointer)
     }
 
     /// The position after the last element of an array (`-`).
     pub fn end(&self) -> Self {
         self.key("-")
+    }
+
+    /// Where an operation writes: the key `key` of the mapping here.
+    pub fn child_key<'p>(&'p self, key: &'p str) -> Target<'p> {
+        Target(self, Some(Step::Key(key)))
+    }
+
+    /// Where an operation writes: item `index` of the list here.
+    pub fn child_index(&self, index: usize) -> Target<'_> {
+        Target(self, Some(Step::Index(index)))
+    }
+
+    /// Where an operation writes: after the last item of the list here.
+    pub fn child_end(&self) -> Target<'_> {
+        Target(self, Some(Step::Key("-")))
+    }
+}
+
+/// Where an operation writes: a [`Path`], or one step past it.
+#[derive(Clone, Copy, Debug)]
+pub struct Target<'p>(&'p Path, Option<Step<'p>>);
+
+impl<'p> From<&'p Path> for Target<'p> {
+    fn from(path: &'p Path) -> Self {
+        Target(path, None)
+    }
+}
+
+impl Target<'_> {
+    fn write(self, out: &mut String) {
+        out.push_str(&self.0.0);
+        if let Some(step) = self.1 {
+            step.write(out);
+        }
+    }
+}
+
+/// One step of a pointer.
+#[derive(Clone, Copy, Debug)]
+enum Step<'k> {
+    Key(&'k str),
+    Index(usize),
+}
+
+impl Step<'_> {
+    /// `/` and the step, escaped.
+    fn write(self, out: &mut String) {
+        out.push('/');
+        match self {
+            Self::Key(key) => {
+                // `~` and `/` are ASCII, so they never sit inside a
+                // multi-byte character. memchr: 0.8k fewer instructions per
+                // pod review than a loop over the bytes, 3k fewer than
+                // `str::split`.
+                let mut rest = key;
+                while let Some(at) = memchr::memchr2(b'~', b'/', rest.as_bytes()) {
+                    let (plain, tail) = rest.split_at(at);
+                    out.push_str(plain);
+                    out.push_str(if tail.starts_with('~') { "~0" } else { "~1" });
+                    rest = tail.get(1..).unwrap_or_default();
+                }
+                out.push_str(rest);
+            }
+            // The usual case, without the formatting machinery.
+            Self::Index(index) if index < 10 => out.push(char::from(b'0' + index as u8)),
+            // Writing to a String cannot fail.
+            Self::Index(index) => drop(write!(out, "{index}")),
+        }
     }
 }
 
@@ -258,7 +306,8 @@ enum Op {
 #[derive(Debug)]
 struct Operation<'r> {
     op: Op,
-    path: Path,
+    /// Where its path lies in [`PatchBuilder::paths`].
+    path: std::ops::Range<usize>,
     value: Option<PatchValue<'r>>,
 }
 
@@ -272,34 +321,46 @@ struct Operation<'r> {
 #[derive(Debug, Default)]
 pub struct PatchBuilder<'r> {
     operations: Vec<Operation<'r>>,
+    /// Every operation's path, one after the other: one buffer for all of
+    /// them rather than an allocation each.
+    paths: String,
     refused: Option<String>,
 }
 
 impl<'r> PatchBuilder<'r> {
-    pub fn add(&mut self, path: Path, value: impl Into<PatchValue<'r>>) {
-        self.push(Op::Add, path, Some(value.into()));
+    pub fn add<'p>(&mut self, target: impl Into<Target<'p>>, value: impl Into<PatchValue<'r>>) {
+        self.push(Op::Add, target.into(), Some(value.into()));
     }
 
     /// Replaces a value that exists. Used only for the merges SPEC.md allows
     /// (an annotation whose content is merged, `scheme: http` -> `https`).
-    pub fn replace(&mut self, path: Path, value: impl Into<PatchValue<'r>>) {
-        self.push(Op::Replace, path, Some(value.into()));
+    pub fn replace<'p>(&mut self, target: impl Into<Target<'p>>, value: impl Into<PatchValue<'r>>) {
+        self.push(Op::Replace, target.into(), Some(value.into()));
     }
 
     /// Removes a value that exists. Used only for what this webhook itself
     /// wrote before (its stale rules, an earlier version's endpoint TLS).
-    pub fn remove(&mut self, path: Path) {
-        self.push(Op::Remove, path, None);
+    pub fn remove<'p>(&mut self, target: impl Into<Target<'p>>) {
+        self.push(Op::Remove, target.into(), None);
     }
 
-    /// A [`Path`] is a valid pointer by construction (its steps escaped as
-    /// RFC 6901 says), so it is not checked again here.
-    fn push(&mut self, op: Op, path: Path, value: Option<PatchValue<'r>>) {
+    /// A [`Path`] and its steps are valid pointers by construction (escaped
+    /// as RFC 6901 says), so they are not checked again here.
+    fn push(&mut self, op: Op, target: Target<'_>, value: Option<PatchValue<'r>>) {
         if self.operations.is_empty() {
-            // A pod's patch has eight operations: one allocation, not three.
+            // A pod's patch has eight operations and about 400 bytes of
+            // paths: one allocation each, not three.
             self.operations.reserve(8);
+            self.paths.reserve(512);
         }
+        let start = self.paths.len();
+        target.write(&mut self.paths);
+        let path = start..self.paths.len();
         self.operations.push(Operation { op, path, value });
+    }
+
+    fn path(&self, operation: &Operation<'_>) -> &str {
+        self.paths.get(operation.path.clone()).unwrap_or_default()
     }
 
     /// Appends `item` to the list at `array_path` (`existing` being what is
@@ -311,10 +372,8 @@ impl<'r> PatchBuilder<'r> {
         item: impl Into<PatchValue<'r>>,
     ) {
         match existing {
-            Some(Json::Array(_)) => self.add(array_path.end(), item),
-            None | Some(Json::Null) => {
-                self.add(array_path.clone(), PatchValue::Array(vec![item.into()]))
-            }
+            Some(Json::Array(_)) => self.add(array_path.child_end(), item),
+            None | Some(Json::Null) => self.add(array_path, PatchValue::Array(vec![item.into()])),
             Some(_) => self.refuse(array_path, "list"),
         }
     }
@@ -330,7 +389,7 @@ impl<'r> PatchBuilder<'r> {
     /// anything else that is not a mapping.
     pub fn ensure_mapping(&mut self, path: &Path, value: Option<&Json<'_>>) {
         match value {
-            None | Some(Json::Null) => self.add(path.clone(), PatchValue::Object(Vec::new())),
+            None | Some(Json::Null) => self.add(path, PatchValue::Object(Vec::new())),
             Some(Json::Object(_)) => {}
             Some(_) => self.refuse(path, "mapping"),
         }
@@ -359,7 +418,7 @@ impl<'r> PatchBuilder<'r> {
     pub fn build(&self) -> Patch {
         let operations = self.operations.iter().filter_map(|operation| {
             // Checked when pushed: parsing cannot fail.
-            let path = PointerBuf::parse(operation.path.0.as_str()).ok()?;
+            let path = PointerBuf::parse(self.path(operation)).ok()?;
             let value = || {
                 operation
                     .value
@@ -389,7 +448,7 @@ impl<'r> PatchBuilder<'r> {
                 Op::Replace => br#"{"op":"replace","path":"#,
                 Op::Remove => br#"{"op":"remove","path":"#,
             });
-            write_json_str(out, &operation.path.0);
+            write_json_str(out, self.path(operation));
             if let Some(value) = &operation.value {
                 out.extend_from_slice(br#","value":"#);
                 value.write_json(out);
@@ -453,10 +512,10 @@ impl<'a, 'j, 'r> ObjectAdditions<'a, 'j, 'r> {
             patch.refuse(&self.path, "mapping");
         } else if self.existing.is_some() {
             for (key, value) in self.additions {
-                patch.add(self.path.key(&key), value);
+                patch.add(self.path.child_key(&key), value);
             }
         } else {
-            patch.add(self.path, PatchValue::Object(self.additions));
+            patch.add(&self.path, PatchValue::Object(self.additions));
         }
     }
 }
@@ -480,6 +539,29 @@ mod tests {
             "/metadata/annotations/proxy.istio.io~1config/a~0b/12/"
         );
         assert!(PointerBuf::parse(path.to_string()).is_ok());
+    }
+
+    #[test]
+    fn a_target_is_written_as_the_path_one_step_further() {
+        let parent = Path::root().key("spec").key("a/b~c");
+        let mut patch = PatchBuilder::default();
+        for key in ["", "x", "~", "/", "~1/~0", "a/b/c~", "é/🦀~"] {
+            patch.remove(parent.child_key(key));
+            patch.remove(&parent.key(key));
+        }
+        for index in [0, 9, 10, 12345] {
+            patch.remove(parent.child_index(index));
+            patch.remove(&parent.index(index));
+        }
+        patch.remove(parent.child_end());
+        patch.remove(&parent.end());
+        let written: Vec<&str> = patch.operations.iter().map(|op| patch.path(op)).collect();
+        for pair in written.chunks(2) {
+            assert_eq!(pair[0], pair[1]);
+            assert!(PointerBuf::parse(pair[0]).is_ok(), "{}", pair[0]);
+        }
+        assert_eq!(written[10], "/spec/a~1b~0c/a~1b~1c~0");
+        assert_eq!(written[18], "/spec/a~1b~0c/10");
     }
 
     /// The patch as serde_json writes what [`PatchBuilder::build`] makes:
@@ -562,11 +644,12 @@ mod tests {
         let value = json!({"s": awkward, "n": [1, -2, 1.5, 1e300, 0.1], "t": true, "z": null,
                            "o": {"k\"ey": [], "e": {}}});
         let mut patch = PatchBuilder::default();
-        patch.add(Path::root().key(awkward), &value);
-        patch.replace(Path::root().key("a~b/c").index(3), awkward);
-        patch.remove(Path::root().end());
+        let root = Path::root();
+        patch.add(root.child_key(awkward), &value);
+        patch.replace(&root.key("a~b/c").index(3), awkward);
+        patch.remove(root.child_end());
         patch.add(
-            Path::root(),
+            &root,
             PatchValue::object([("x", PatchValue::Array(vec![(&value).into(), "y".into()]))]),
         );
         json_of(&patch);
