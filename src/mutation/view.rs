@@ -479,11 +479,18 @@ fn is_string_stop(byte: u8) -> bool {
 /// per pod review, 1k per ServiceMonitor (callgrind, docs/benchmarks.md).
 #[inline(always)]
 fn window_plain_len(window: &[u8; 16]) -> usize {
+    window_stops(window).trailing_zeros() as usize / 8
+}
+
+/// Each byte of `window` that is `"`, `\` or a control character, as a byte
+/// of ones in the result (the first byte lowest).
+#[inline(always)]
+fn window_stops(window: &[u8; 16]) -> u128 {
     let mut stops = [0u8; 16];
     for (stop, &byte) in stops.iter_mut().zip(window) {
         *stop = if is_string_stop(byte) { 0xff } else { 0 };
     }
-    u128::from_le_bytes(stops).trailing_zeros() as usize / 8
+    u128::from_le_bytes(stops)
 }
 
 /// How many bytes of `bytes` come before the first `"`, `\` or control
@@ -543,29 +550,59 @@ fn skip_whitespace(bytes: &[u8], mut pos: usize) -> usize {
 
 /// Past the string that starts (with its `"`) at `pos`: escapes checked,
 /// the bytes between them not, as serde_json ignores a string.
+///
+/// Sixteen bytes at a time, and every stop within them taken from the one
+/// check: a string full of escapes (`kubectl apply`'s copy of the object,
+/// quotes escaped at every key) is not checked again after each.
 #[inline(always)]
 fn string_end(bytes: &[u8], pos: usize) -> Option<usize> {
     if bytes.get(pos) != Some(&b'"') {
         return None;
     }
     let mut pos = pos + 1;
+    while let Some(window) = bytes.get(pos..pos + 16) {
+        let base = pos;
+        let mut stops = window_stops(<&[u8; 16]>::try_from(window).ok()?);
+        pos = base + 16;
+        while stops != 0 {
+            let at = base + stops.trailing_zeros() as usize / 8;
+            match *bytes.get(at)? {
+                b'"' => return Some(at + 1),
+                b'\\' => {
+                    let next = escape_end(bytes, at)?;
+                    if next >= base + 16 {
+                        pos = next;
+                        break;
+                    }
+                    // The stops before `next` are done with.
+                    stops &= u128::MAX << ((next - base) * 8);
+                }
+                _ => return None, // a control character
+            }
+        }
+    }
+    // Fewer than sixteen bytes left.
     loop {
         pos += plain_len(bytes.get(pos..)?);
         match *bytes.get(pos)? {
             b'"' => return Some(pos + 1),
-            b'\\' => match *bytes.get(pos + 1)? {
-                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => pos += 2,
-                b'u' => {
-                    let hex = bytes.get(pos + 2..pos + 6)?;
-                    if !hex.iter().all(u8::is_ascii_hexdigit) {
-                        return None;
-                    }
-                    pos += 6;
-                }
-                _ => return None,
-            },
+            b'\\' => pos = escape_end(bytes, pos)?,
             _ => return None, // a control character
         }
+    }
+}
+
+/// Past the escape whose `\` is at `pos`, checked as serde_json checks one
+/// in a string it ignores (`\u` with four hex digits, whatever they make).
+#[inline(always)]
+fn escape_end(bytes: &[u8], pos: usize) -> Option<usize> {
+    match *bytes.get(pos + 1)? {
+        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(pos + 2),
+        b'u' => {
+            let hex = bytes.get(pos + 2..pos + 6)?;
+            hex.iter().all(u8::is_ascii_hexdigit).then_some(pos + 6)
+        }
+        _ => None,
     }
 }
 
@@ -1082,6 +1119,46 @@ mod tests {
                 .to_value(),
             parse(Kind::Pod, json).unwrap()
         );
+    }
+
+    /// The end of a string is found wherever its escapes fall against the
+    /// sixteen-byte windows, and a bad escape or a raw control character is
+    /// refused wherever it falls.
+    #[test]
+    fn strings_end_where_serde_json_ends_them() {
+        let pieces = ["a", "\"", "\\", "\n", "\u{1}", "é", "🦀", "/", "\u{7f}"];
+        let quoted = |text: &str| serde_json::to_string(text).unwrap();
+        for len in 0..40 {
+            for (index, piece) in pieces.iter().enumerate() {
+                for at in 0..=len {
+                    let mut text = "x".repeat(len);
+                    text.insert_str(at, piece);
+                    text.push_str(pieces[(index + at) % pieces.len()]);
+                    let literal = quoted(&text);
+                    let json = format!("{literal},1]");
+                    assert_eq!(
+                        string_end(json.as_bytes(), 0),
+                        Some(literal.len()),
+                        "{literal}"
+                    );
+                    // Split where `piece` starts: the JSON of the head
+                    // without its closing quote, of the tail without its
+                    // opening one.
+                    let head = quoted(&text[..at]);
+                    let tail = quoted(&text[at..]);
+                    let (head, tail) = (&head[..head.len() - 1], &tail[1..]);
+                    for bad in ["\\x", "\\u12g4", "\u{1}", "\\"] {
+                        let broken = if bad == "\\" {
+                            // An escaped quote where the string should end.
+                            format!("{head}{}\\\"", &tail[..tail.len() - 1])
+                        } else {
+                            format!("{head}{bad}{tail}")
+                        };
+                        assert_eq!(string_end(broken.as_bytes(), 0), None, "{broken}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
