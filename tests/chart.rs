@@ -576,24 +576,40 @@ fn opt_in_annotation_webhook_renders_only_where_match_conditions_exist() {
             "{extra:?}"
         );
         if let Some(w) = r.webhook(annotated) {
-            assert!(
-                w.get("objectSelector").is_none(),
-                "the annotation cannot be an objectSelector"
+            // The one label that selects Prometheus pods keeps them out
+            // before any CEL runs.
+            assert_eq!(
+                w["objectSelector"],
+                json!({"matchExpressions": [{"key": "app.kubernetes.io/name",
+                        "operator": "NotIn", "values": ["prometheus"]}]})
             );
             assert_eq!(
                 w["rules"],
                 r.webhook(labelled).unwrap()["rules"],
                 "pods, CREATE only"
             );
-            let names: Vec<&str> = w["matchConditions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|c| c["name"].as_str().unwrap())
-                .collect();
-            assert_eq!(names, ["opted-in", "not-selected-by-labels"]);
+            assert_eq!(condition_names(w), ["opted-in"]);
         }
     }
+    // Several labels must all match: no selector can negate that, CEL does.
+    let r = Rendering::of(&[
+        "--kube-version",
+        "1.30.0",
+        "--set",
+        "mutation.prometheusPodLabels.team=obs",
+    ]);
+    let w = r.webhook(annotated).unwrap();
+    assert!(w.get("objectSelector").is_none());
+    assert_eq!(condition_names(w), ["opted-in", "not-selected-by-labels"]);
+}
+
+fn condition_names(webhook: &Value) -> Vec<&str> {
+    webhook["matchConditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect()
 }
 
 // Which pods the API server sends to which webhook (the objectSelector and
