@@ -4,6 +4,7 @@
 //! test: `scripts/bench-apiserver.sh` builds the release binary and runs it.
 //!
 //!   apiserver_latency --webhook <release binary> [--rounds 8] [--per-round 60]
+//!                     [--set chart.value=x]...
 //!
 //! Each round creates `--per-round` Prometheus pods (which the webhook
 //! mutates) and as many ServiceMonitors (which join its class), and as many
@@ -42,6 +43,9 @@ struct Args {
     webhook: PathBuf,
     rounds: usize,
     per_round: usize,
+    /// Chart values besides the harness's own (`helm --set`), to compare
+    /// registrations (`webhook.matchConditions=false`, ...).
+    chart_values: Vec<String>,
 }
 
 fn args() -> Args {
@@ -49,6 +53,7 @@ fn args() -> Args {
         webhook: PathBuf::new(),
         rounds: 8,
         per_round: 60,
+        chart_values: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -57,6 +62,7 @@ fn args() -> Args {
             "--webhook" => args.webhook = value.into(),
             "--rounds" => args.rounds = value.parse().unwrap(),
             "--per-round" => args.per_round = value.parse().unwrap(),
+            "--set" => args.chart_values.push(value),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -179,7 +185,9 @@ async fn run(args: Args) {
     let work = harness::WorkDir::new();
     let cluster = Cluster::start(&work.path).await;
     webhook::install_crds(&cluster).await;
-    let serving = webhook::install_chart(&cluster, &["mesh.mtls=strict".to_owned()]).await;
+    let mut values = vec!["mesh.mtls=strict".to_owned()];
+    values.extend(args.chart_values.iter().cloned());
+    let serving = webhook::install_chart(&cluster, &values).await;
     let (_webhook, admin) = webhook::start(&cluster, &args.webhook, "webhook", 0, &serving).await;
     cluster
         .kubectl(&["create", "namespace", NAMESPACE])
@@ -281,11 +289,12 @@ async fn run(args: Args) {
     }
 
     println!(
-        "kube-apiserver {}, {} rounds x {} creates of each kind in each state, webhook {}",
+        "kube-apiserver {}, {} rounds x {} creates of each kind in each state, webhook {}, chart values {:?}",
         harness::version("KUBERNETES_VERSION"),
         args.rounds,
         args.per_round,
-        args.webhook.display()
+        args.webhook.display(),
+        values
     );
     println!("| create | webhook | p50 ms | p90 ms | p99 ms |");
     println!("|---|---|---:|---:|---:|");

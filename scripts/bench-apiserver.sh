@@ -3,6 +3,7 @@
 # the webhook called and without it, in one run (a benchmark, never a test).
 #
 #   scripts/bench-apiserver.sh [--no-build | --webhook BIN] [--rounds N] [--per-round N]
+#                              [--set chart.value=x]...
 #
 # Uses the end-to-end harness's control plane (etcd, kube-apiserver,
 # kube-controller-manager from scripts/e2e-components.sh, the chart installed
@@ -23,8 +24,8 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --no-build) build=0; shift ;;
     --webhook) webhook="${2:?--webhook needs a binary}"; build=0; shift 2 ;;
-    --rounds|--per-round) passed+=("$1" "${2:?$1 needs a value}"); shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --rounds|--per-round|--set) passed+=("$1" "${2:?$1 needs a value}"); shift 2 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "bench-apiserver: unknown argument: $1" >&2; exit 2 ;;
   esac
 done
