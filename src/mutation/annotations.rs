@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 
 use super::MutationConfig;
-use super::patch::{ObjectAdditions, PatchBuilder, Path};
+use super::patch::{ObjectAdditions, PatchBuilder, PatchValue, Path};
 use super::proxy_config::{self, Additions, ProxyConfig};
 use super::user_volume_mount::{self, Merge};
 use super::view::{Json, Object};
@@ -30,9 +30,9 @@ pub struct AnnotationPlan<'r> {
     pub traffic_added: bool,
     pub warnings: Vec<String>,
     /// Keys the annotations lack, in the order they are added.
-    additions: Vec<(&'r str, Cow<'r, str>)>,
+    additions: Vec<(&'r str, PatchValue<'r>)>,
     /// Keys whose existing value is replaced by a merged one.
-    replacements: Vec<(&'r str, Cow<'r, str>)>,
+    replacements: Vec<(&'r str, PatchValue<'r>)>,
 }
 
 impl<'r> AnnotationPlan<'r> {
@@ -50,10 +50,9 @@ impl<'r> AnnotationPlan<'r> {
         };
 
         match get(proxy_config::ANNOTATION) {
-            None => plan.additions.push((
-                proxy_config::ANNOTATION,
-                Cow::Borrowed(config.default_proxy_config()),
-            )),
+            None => plan
+                .additions
+                .push((proxy_config::ANNOTATION, config.default_proxy_config())),
             Some(text) => {
                 let proxy_config = ProxyConfig::parse(text)?;
                 let output_certs = match proxy_config.output_certs()? {
@@ -71,7 +70,7 @@ impl<'r> AnnotationPlan<'r> {
                 if !additions.is_empty() {
                     plan.replacements.push((
                         proxy_config::ANNOTATION,
-                        Cow::Owned(proxy_config.with(additions)),
+                        proxy_config.with(additions).into(),
                     ));
                 }
             }
@@ -81,14 +80,14 @@ impl<'r> AnnotationPlan<'r> {
             None => plan.additions.push((
                 user_volume_mount::ANNOTATION,
                 match &plan.sidecar_dir {
-                    Cow::Borrowed(_) => Cow::Borrowed(config.default_user_volume_mount()),
-                    Cow::Owned(dir) => Cow::Owned(user_volume_mount::new(&config.volume_name, dir)),
+                    Cow::Borrowed(_) => config.default_user_volume_mount(),
+                    Cow::Owned(dir) => user_volume_mount::new(&config.volume_name, dir).into(),
                 },
             )),
             Some(text) => match user_volume_mount::merge(text, &config.volume_name, &plan.sidecar_dir)? {
                 Merge::Added(text) => plan
                     .replacements
-                    .push((user_volume_mount::ANNOTATION, Cow::Owned(text))),
+                    .push((user_volume_mount::ANNOTATION, text.into())),
                 Merge::Present { elsewhere: None } => {}
                 Merge::Present {
                     elsewhere: Some(path),
@@ -105,7 +104,7 @@ impl<'r> AnnotationPlan<'r> {
         // Prometheus' own traffic must not be captured by its sidecar.
         for key in [INCLUDE_INBOUND_PORTS, INCLUDE_OUTBOUND_IP_RANGES] {
             if get(key).is_none() {
-                plan.additions.push((key, Cow::Borrowed("")));
+                plan.additions.push((key, "".into()));
                 plan.traffic_added = true;
             }
         }
@@ -117,7 +116,7 @@ impl<'r> AnnotationPlan<'r> {
     /// [`Self::new`]): call once the volume is mounted into Prometheus.
     pub fn mark_injected(&mut self, current: Option<&Object<'_>>, config: &'r MutationConfig) {
         let status = config.status_annotation();
-        let injected = Cow::Borrowed(STATUS_INJECTED);
+        let injected = PatchValue::from(STATUS_INJECTED);
         match current
             .and_then(|map| map.get(status))
             .and_then(Json::as_str)

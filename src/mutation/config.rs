@@ -1,5 +1,6 @@
 //! The names the mutations write, all configurable (SPEC.md, "Names").
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use serde_json::{Value, json};
@@ -57,9 +58,23 @@ pub struct MutationConfig {
 pub(crate) struct Derived {
     inject_annotation: String,
     status_annotation: String,
-    proxy_config: String,
-    user_volume_mount: String,
     scrape_tls_config: Value,
+    /// What the patch writes for the names alone, already as JSON: the
+    /// default annotation texts (escaping them took more instructions than
+    /// anything else in writing a pod's patch), the volume, its read-only
+    /// mount at the Prometheus certificate directory.
+    proxy_config_json: String,
+    user_volume_mount_json: String,
+    volume_json: String,
+    prometheus_mount_json: String,
+}
+
+/// `value` as the patch writes it.
+fn json_of(value: &PatchValue<'_>) -> String {
+    let mut out = Vec::new();
+    value.write_json(&mut out);
+    // Written from `str`s, with ASCII around them.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 impl Default for MutationConfig {
@@ -86,8 +101,14 @@ impl MutationConfig {
         self.derived.get_or_init(|| Derived {
             inject_annotation: [self.annotation_prefix.as_str(), "inject"].concat(),
             status_annotation: [self.annotation_prefix.as_str(), "status"].concat(),
-            proxy_config: ProxyConfig::new_with(&self.sidecar_cert_dir),
-            user_volume_mount: user_volume_mount::new(&self.volume_name, &self.sidecar_cert_dir),
+            proxy_config_json: json_of(&ProxyConfig::new_with(&self.sidecar_cert_dir).into()),
+            user_volume_mount_json: json_of(
+                &user_volume_mount::new(&self.volume_name, &self.sidecar_cert_dir).into(),
+            ),
+            volume_json: json_of(&self.volume(&self.volume_name)),
+            prometheus_mount_json: json_of(
+                &self.mount(Cow::Borrowed(&self.prometheus_cert_dir), true),
+            ),
             scrape_tls_config: json!({
                 "caFile": self.prometheus_cert_path(&self.ca_file_name),
                 "certFile": self.prometheus_cert_path(&self.cert_file_name),
@@ -109,14 +130,48 @@ impl MutationConfig {
 
     /// `proxy.istio.io/config` for a pod that has none: the sidecar writes
     /// its certificates to the configured directory.
-    pub fn default_proxy_config(&self) -> &str {
-        &self.derived().proxy_config
+    pub(crate) fn default_proxy_config(&self) -> PatchValue<'_> {
+        PatchValue::Json(&self.derived().proxy_config_json)
     }
 
     /// `sidecar.istio.io/userVolumeMount` for a pod that has none: the
     /// volume at the configured sidecar directory.
-    pub fn default_user_volume_mount(&self) -> &str {
-        &self.derived().user_volume_mount
+    pub(crate) fn default_user_volume_mount(&self) -> PatchValue<'_> {
+        PatchValue::Json(&self.derived().user_volume_mount_json)
+    }
+
+    /// The in-memory certificate volume, as a list item.
+    pub(crate) fn volume_entry(&self) -> PatchValue<'_> {
+        PatchValue::Json(&self.derived().volume_json)
+    }
+
+    /// A mount of the certificate volume at `path`.
+    pub(crate) fn mount_entry(&self, path: &str, read_only: bool) -> PatchValue<'_> {
+        if read_only && path == self.prometheus_cert_dir {
+            PatchValue::Json(&self.derived().prometheus_mount_json)
+        } else {
+            self.mount(Cow::Owned(path.to_owned()), read_only)
+        }
+    }
+
+    fn volume<'a>(&'a self, name: &'a str) -> PatchValue<'a> {
+        PatchValue::object([
+            ("name", name.into()),
+            (
+                "emptyDir",
+                PatchValue::object([("medium", "Memory".into())]),
+            ),
+        ])
+    }
+
+    fn mount<'a>(&'a self, path: Cow<'a, str>, read_only: bool) -> PatchValue<'a> {
+        let name = ("name", self.volume_name.as_str().into());
+        let at = ("mountPath", PatchValue::Str(path));
+        if read_only {
+            PatchValue::object([name, at, ("readOnly", PatchValue::Bool(true))])
+        } else {
+            PatchValue::object([name, at])
+        }
     }
 
     /// Whether `Prometheus` and `PrometheusAgent` resources carry the scrape

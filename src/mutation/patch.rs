@@ -134,6 +134,9 @@ impl std::fmt::Display for Path {
 #[derive(Clone, Debug)]
 pub enum PatchValue<'r> {
     Str(Cow<'r, str>),
+    /// A value already written as JSON, as this module writes it (what the
+    /// configuration alone decides, made once: [`super::MutationConfig`]).
+    Json(&'r str),
     Bool(bool),
     /// A whole value, written as it is.
     Value(Cow<'r, Value>),
@@ -156,6 +159,8 @@ impl<'r> PatchValue<'r> {
     pub fn to_value(&self) -> Value {
         match self {
             Self::Str(s) => Value::String(s.as_ref().to_owned()),
+            // Written by this module: it parses.
+            Self::Json(json) => serde_json::from_str(json).unwrap_or(Value::Null),
             Self::Bool(b) => Value::Bool(*b),
             Self::Value(value) => value.as_ref().clone(),
             Self::Array(items) => Value::Array(items.iter().map(Self::to_value).collect()),
@@ -169,9 +174,10 @@ impl<'r> PatchValue<'r> {
     }
 
     /// The value as compact JSON, as serde_json writes [`Self::to_value`].
-    fn write_json(&self, out: &mut Vec<u8>) {
+    pub(super) fn write_json(&self, out: &mut Vec<u8>) {
         match self {
             Self::Str(s) => write_json_str(out, s),
+            Self::Json(json) => out.extend_from_slice(json.as_bytes()),
             Self::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
             Self::Value(value) => write_json_value(out, value),
             Self::Array(items) => {

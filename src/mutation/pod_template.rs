@@ -3,7 +3,7 @@
 //! the Prometheus container.
 
 use super::MutationConfig;
-use super::patch::{ObjectAdditions, PatchBuilder, PatchValue, Path};
+use super::patch::{ObjectAdditions, PatchBuilder, Path};
 use super::user_volume_mount::same_dir;
 use super::view::{Json, Object};
 
@@ -31,17 +31,7 @@ pub fn ensure_volume<'r>(
     patch: &mut PatchBuilder<'r>,
 ) {
     if find_named(volumes, &config.volume_name).is_none() {
-        patch.add_to_array(
-            path,
-            volumes,
-            PatchValue::object([
-                ("name", config.volume_name.as_str().into()),
-                (
-                    "emptyDir",
-                    PatchValue::object([("medium", "Memory".into())]),
-                ),
-            ]),
-        );
+        patch.add_to_array(path, volumes, config.volume_entry());
     }
 }
 
@@ -74,14 +64,7 @@ pub fn ensure_mount<'r>(
             config.volume_name,
         ));
     }
-    let name = ("name", config.volume_name.as_str().into());
-    let at = ("mountPath", mount_path.to_owned().into());
-    let mount = if read_only {
-        PatchValue::object([name, at, ("readOnly", PatchValue::Bool(true))])
-    } else {
-        PatchValue::object([name, at])
-    };
-    patch.add_to_array(path, mounts, mount);
+    patch.add_to_array(path, mounts, config.mount_entry(mount_path, read_only));
     None
 }
 
