@@ -101,7 +101,11 @@ fn write_line(
     match style {
         Style::Text => {
             timer.format_time(&mut Writer::new(out))?;
-            write!(out, " {} {}: ", text_level(meta.level()), meta.target())?;
+            out.push(' ');
+            out.push_str(text_level(meta.level()));
+            out.push(' ');
+            out.push_str(meta.target());
+            out.push_str(": ");
         }
         Style::Json => {
             out.push_str("{\"timestamp\":\"");
@@ -243,11 +247,17 @@ impl Visit for Fields<'_> {
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.field(field, |out| write!(out, "{value}"));
+        self.field(field, |out| {
+            out.push_str(itoa::Buffer::new().format(value));
+            Ok(())
+        });
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.field(field, |out| write!(out, "{value}"));
+        self.field(field, |out| {
+            out.push_str(itoa::Buffer::new().format(value));
+            Ok(())
+        });
     }
 
     /// Floats are left to serde_json's and Rust's own formatting.
@@ -288,10 +298,15 @@ fn debug_str(out: &mut String, value: &str) -> fmt::Result {
 /// A JSON string as serde_json writes it (and the patch writes its own).
 fn json_str(out: &mut String, value: &str) {
     out.push('"');
-    escape_json_str_contents(value, |piece| {
-        // Cut at ASCII bytes of a `str`: never invalid.
-        out.push_str(std::str::from_utf8(piece).unwrap_or_default());
-    });
+    if plain_len(value.as_bytes()) == value.len() {
+        // The usual case: nothing to escape, no piece to check.
+        out.push_str(value);
+    } else {
+        escape_json_str_contents(value, |piece| {
+            // Cut at ASCII bytes of a `str`: never invalid.
+            out.push_str(std::str::from_utf8(piece).unwrap_or_default());
+        });
+    }
     out.push('"');
 }
 
