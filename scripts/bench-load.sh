@@ -28,10 +28,11 @@
 # Latency, after the rounds (unless --no-latency), for nginx, the floor,
 # webhook-info and webhook-warn (the log line's share of the tail): one connection, closed loop (wrk -c1: the median is the cost
 # of one request with nothing queued), and an open loop at half the
-# webhook's measured capacity (oha -q RATE with --latency-correction, so a
-# late answer delays no later request's clock: latencies from when each
-# request was due), 16 connections, its first second left out as a warm-up.
-# Every run is bounded in time.
+# webhook's measured capacity (examples/open_loop.rs: requests sent at a
+# constant rate, each timed from when it was due, so a late answer is
+# charged for every request that came due meanwhile; wrk2's method), 16
+# connections, its first second left out as a warm-up. Every run is
+# bounded in time.
 #
 # Prints one markdown table (and writes it to --out FILE): medians over the
 # rounds (peak RSS: the highest), ratios to both floors, the latency runs,
@@ -39,12 +40,12 @@
 #
 # Tools: wrk (Debian `wrk`), nginx (Debian `nginx-light`), h2load (Debian
 # `nghttp2-client`, with --h2) are installed with apt-get when missing and
-# running as root; oha (crates.io) with `cargo install --locked` into
-# $OHA_ROOT (default ~/.cache/prom-mtls-webhook/oha, outside the repo).
+# running as root.
 #
 # Builds with scripts/build-release.sh (the static release binary that ships)
-# and the floor with the same profile, target and flags. --no-build uses what
-# is there. Environment: WEBHOOK_BIN, FLOOR_BIN override the binaries.
+# and the floor and the open-loop generator with the same profile, target
+# and flags. --no-build uses what is there. Environment: WEBHOOK_BIN,
+# FLOOR_BIN, OPEN_LOOP_BIN override the binaries.
 set -euo pipefail
 
 duration=10
@@ -66,7 +67,7 @@ while [[ $# -gt 0 ]]; do
     --no-build) build=0; shift ;;
     --no-latency) latency=0; shift ;;
     --out) out="${2:?}"; shift 2 ;;
-    -h|--help) sed -n '2,47p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,48p' "$0"; exit 0 ;;
     *) echo "bench-load: unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -105,26 +106,22 @@ need_apt() { # command package
 need_apt wrk wrk
 need_apt nginx nginx-light
 [[ "$h2" == 1 ]] && need_apt h2load nghttp2-client
-oha_root="${OHA_ROOT:-$HOME/.cache/prom-mtls-webhook/oha}"
-oha="$(command -v oha || echo "$oha_root/bin/oha")"
-if [[ "$latency" == 1 && ! -x "$oha" ]]; then
-  say "installing oha with cargo into $oha_root"
-  nice cargo install --quiet --locked --root "$oha_root" oha >&2 || die "needs oha (cargo install oha)"
-fi
 
 # --- build ---------------------------------------------------------------------
 target_dir="${CARGO_TARGET_DIR:-$repo/target}"
 webhook_bin="${WEBHOOK_BIN:-$target_dir/$target/release/prom-mtls-webhook}"
 floor_bin="${FLOOR_BIN:-$target_dir/$target/release/examples/tls_floor}"
+open_loop_bin="${OPEN_LOOP_BIN:-$target_dir/$target/release/examples/open_loop}"
 if [[ "$build" == 1 ]]; then
   say "building the release binary (scripts/build-release.sh)"
   webhook_bin="${WEBHOOK_BIN:-$(scripts/build-release.sh)}"
-  say "building the floor (examples/tls_floor.rs) with the same profile and flags"
+  say "building the floor and the open-loop generator (examples/) with the same profile and flags"
   RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C target-feature=+crt-static" \
-    cargo build --release --locked --target "$target" --example tls_floor >&2
+    cargo build --release --locked --target "$target" --example tls_floor --example open_loop >&2
 fi
 [[ -x "$webhook_bin" ]] || die "no webhook binary at $webhook_bin (drop --no-build)"
 [[ -x "$floor_bin" ]] || die "no floor binary at $floor_bin (drop --no-build)"
+[[ "$latency" == 0 || -x "$open_loop_bin" ]] || die "no open-loop generator at $open_loop_bin (drop --no-build)"
 
 # One name at a time: pgrep -x matches at most 15 characters of a pattern,
 # so an alternation of them all would silently never match.
@@ -320,23 +317,22 @@ measure() { # name proto round
 }
 
 # Latency of one server: one connection closed-loop (wrk), then the open
-# loop at `rate` requests/s (oha), each after a warm-up.
+# loop at `rate` requests/s (examples/open_loop.rs), each after a warm-up.
 measure_latency() { # name rate
   local name="$1" rate="$2" run="$work/lat"
   start_server "$name"
   sample_check "$name"
   run_load h1 "$warmup" "$run.warm"
   run_load h1 "$latency_seconds" "$run.one" 1
-  # Per-request CSV: the first second (16 TLS handshakes, during which
-  # requests come due and are charged the wait) is a warm-up, left out.
-  taskset -c "$load_cpu" "$oha" --no-tui --insecure --output-format csv --latency-correction -w \
-    -z "$((latency_seconds + 1))s" -q "$rate" -c "$connections" -m POST -T application/json \
-    -D "$fixture" "$url" >"$run.open.csv" 2>"$run.open.err" ||
-    { cat "$run.open.err" >&2; die "oha failed against $name"; }
+  # Its first second is a warm-up, left out.
+  taskset -c "$load_cpu" "$open_loop_bin" --url "$url" --ca "$ca" --body "$fixture" \
+    --rate "$rate" --connections "$connections" --duration "$latency_seconds" --warmup 1 \
+    >"$run.open.json" 2>"$run.open.err" ||
+    { cat "$run.open.err" >&2; die "the open loop failed against $name"; }
   stop_server
   rm -f "$work/$name.log"
   python3 "$summarize" latency --name "$name" --rate "$rate" --one "$run.one" \
-    --open "$run.open.csv" --skip 1 >>"$latency_results"
+    --open "$run.open.json" >>"$latency_results"
   tail -n1 "$latency_results" | python3 "$summarize" latency-line >&2
 }
 

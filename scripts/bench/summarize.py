@@ -7,13 +7,12 @@ records, and the records into the markdown table.
   summarize.py record ...          one JSON record per measured run
   summarize.py line                one record (stdin) -> one human line
   summarize.py capacity --name N   records (stdin) -> median requests/s of N (HTTP/1.1)
-  summarize.py latency ...         wrk -c1 + oha open-loop outputs -> one JSON line
+  summarize.py latency ...         wrk -c1 + open-loop (examples/open_loop.rs) outputs -> one JSON line
   summarize.py latency-line        one latency record (stdin) -> one human line
   summarize.py table ...           records (stdin) -> markdown table
 """
 
 import argparse
-import csv
 import json
 import re
 import statistics
@@ -121,26 +120,23 @@ def latency(args):
     one = {}
     for line in open(args.one):
         one.update(json.loads(line))
-    # oha's per-request CSV: request-start (s from the run's start),
-    # request-duration (s, from when the request was due), status.
-    skip = float(args.skip or 0)
-    rows = [r for r in csv.DictReader(open(args.open)) if float(r["request-start"]) >= skip]
-    latencies = sorted(round(float(r["request-duration"]) * 1e6) for r in rows)
-    starts = [float(r["request-start"]) for r in rows]
-    span = (max(starts) - min(starts)) if len(starts) > 1 else 0
+    # examples/open_loop.rs: one JSON line, latencies in ms from when each
+    # request was due, the warm-up left out.
+    ol = json.loads(open(args.open).read())
     print(json.dumps({
         "name": args.name,
         "rate": int(args.rate),
         "one_p50_us": one["p50_us"],
         "one_p99_us": one["p99_us"],
         "one_rps": one["rps"],
-        "open_requests": len(latencies),
-        "open_rps": len(latencies) / span if span else 0,
-        "open_p50_us": percentile(latencies, 50),
-        "open_p99_us": percentile(latencies, 99),
-        "open_p999_us": percentile(latencies, 99.9),
-        "open_max_us": latencies[-1] if latencies else 0,
-        "open_non_2xx": sum(1 for r in rows if not r["status"].startswith("2")),
+        "open_requests": ol["measured"],
+        "open_rps": ol["sent_rate"],
+        "open_p50_us": round(ol["p50_ms"] * 1000),
+        "open_p99_us": round(ol["p99_ms"] * 1000),
+        "open_p999_us": round(ol["p999_ms"] * 1000),
+        "open_max_us": round(ol["max_ms"] * 1000),
+        # Failed requests and non-2xx answers, counted together.
+        "open_non_2xx": ol["errors"],
         "open_errors": one.get("errors_status", 0)
                        + sum(one.get(k, 0) for k in ("errors_connect", "errors_read", "errors_write", "errors_timeout")),
     }))
@@ -174,7 +170,7 @@ def table(args):
         f"median of {args.rounds} round(s) (peak RSS: highest). Machine: {args.machine}.",
         "",
         f"Load average at the end: {args.load}. Latency columns (HTTP/1.1 only): one connection closed-loop (wrk -c1), "
-        f"and an open loop at a constant rate of half the webhook's capacity (oha -q, latency-corrected), {args.connections} connections.",
+        f"and an open loop at a constant rate of half the webhook's capacity (examples/open_loop.rs: each request timed from when it was due), {args.connections} connections.",
         "",
         "| server | HTTP | requests/s | p50 | p99 | p99.9 | peak RSS (VmHWM) | server CPU | server CPU per request | server preempted | load-gen CPU | non-2xx | / nginx | / floor | 1 conn p50 | open loop p50 | open loop p99 |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -248,7 +244,7 @@ def main():
             p.add_argument("--name", default="webhook-info")
             capacity(p.parse_args(sys.argv[2:]))
         elif cmd == "latency":
-            for flag in ("name", "rate", "one", "open", "skip"):
+            for flag in ("name", "rate", "one", "open"):
                 p.add_argument(f"--{flag}", default="")
             latency(p.parse_args(sys.argv[2:]))
         else:
