@@ -884,6 +884,8 @@ impl<'a> Reader<'a> {
         'value: loop {
             match *bytes.get(pos)? {
                 b'"' => pos = string_end(bytes, pos)?,
+                // `{}`, most values of `managedFields`: nothing to open.
+                b'{' if bytes.get(pos + 1) == Some(&b'}') => pos += 2,
                 open_byte @ (b'{' | b'[') => {
                     depth += 1;
                     if self.depth + depth > MAX_DEPTH {
