@@ -11,40 +11,48 @@
 //! the rules or building a `serde_json::Map` per added object.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
 use serde_json::Value;
+use smallvec::SmallVec;
 
 use super::view::{Json, Object, plain_len};
 
 /// A JSON Pointer under construction, e.g. `Path::root().key("spec").key("volumes")`:
-/// the encoded pointer text, each step one allocation of the right size.
-/// These are the places the rules look at; the paths the patch writes are
-/// one step past one of them ([`Path::child_key`] and its kin), and are
-/// written straight into the patch, never made on their own.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Path(String);
+/// the encoded pointer text. These are the places the rules look at, short
+/// enough to be kept inline ([`PATH_INLINE`]: no allocation); the paths the
+/// patch writes are one step past one of them ([`Path::child_key`] and its
+/// kin), and are written straight into the patch, never made on their own.
+/// The bytes are UTF-8: whole keys, and ASCII around them.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Path(SmallVec<[u8; PATH_INLINE]>);
+
+/// Longer than the paths the rules hold (`/spec/containers/0/volumeMounts`
+/// is 31 bytes); a longer one moves to the heap.
+const PATH_INLINE: usize = 48;
+
+impl Clone for Path {
+    fn clone(&self) -> Self {
+        Self(SmallVec::from_slice(&self.0))
+    }
+}
 
 impl Path {
     pub fn root() -> Self {
-        Self(String::new())
+        Self(SmallVec::new())
     }
 
     /// Appends an object key, `~` and `/` escaped as `~0` and `~1`.
     pub fn key(&self, key: &str) -> Self {
-        // Room for a few escapes: most keys have none, annotation keys one.
-        let mut pointer = String::with_capacity(self.0.len() + 1 + key.len() + 4);
-        pointer.push_str(&self.0);
+        let mut pointer = SmallVec::from_slice(&self.0);
         Step::Key(key).write(&mut pointer);
         Self(pointer)
     }
 
     /// Appends an array index.
     pub fn index(&self, index: usize) -> Self {
-        let mut pointer = String::with_capacity(self.0.len() + 8);
-        pointer.push_str(&self.0);
+        let mut pointer = SmallVec::from_slice(&self.0);
         Step::Index(index).write(&mut pointer);
         Self(pointer)
     }
@@ -81,11 +89,29 @@ impl<'p> From<&'p Path> for Target<'p> {
 }
 
 impl Target<'_> {
-    fn write(self, out: &mut String) {
-        out.push_str(&self.0.0);
+    fn write(self, out: &mut impl Bytes) {
+        out.put(&self.0.0);
         if let Some(step) = self.1 {
             step.write(out);
         }
+    }
+}
+
+/// Where pointer text is written: a [`Path`]'s inline buffer, or the
+/// patch's buffer of all its paths.
+trait Bytes {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Bytes for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+impl<const N: usize> Bytes for SmallVec<[u8; N]> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
     }
 }
 
@@ -98,34 +124,37 @@ enum Step<'k> {
 
 impl Step<'_> {
     /// `/` and the step, escaped.
-    fn write(self, out: &mut String) {
-        out.push('/');
+    fn write(self, out: &mut impl Bytes) {
+        out.put(b"/");
         match self {
             Self::Key(key) => {
                 // `~` and `/` are ASCII, so they never sit inside a
                 // multi-byte character. memchr: 0.8k fewer instructions per
                 // pod review than a loop over the bytes, 3k fewer than
                 // `str::split`.
-                let mut rest = key;
-                while let Some(at) = memchr::memchr2(b'~', b'/', rest.as_bytes()) {
+                let mut rest = key.as_bytes();
+                while let Some(at) = memchr::memchr2(b'~', b'/', rest) {
                     let (plain, tail) = rest.split_at(at);
-                    out.push_str(plain);
-                    out.push_str(if tail.starts_with('~') { "~0" } else { "~1" });
+                    out.put(plain);
+                    out.put(if tail.first() == Some(&b'~') {
+                        b"~0"
+                    } else {
+                        b"~1"
+                    });
                     rest = tail.get(1..).unwrap_or_default();
                 }
-                out.push_str(rest);
+                out.put(rest);
             }
             // The usual case, without the formatting machinery.
-            Self::Index(index) if index < 10 => out.push(char::from(b'0' + index as u8)),
-            // Writing to a String cannot fail.
-            Self::Index(index) => drop(write!(out, "{index}")),
+            Self::Index(index) if index < 10 => out.put(&[b'0' + index as u8]),
+            Self::Index(index) => out.put(itoa::Buffer::new().format(index).as_bytes()),
         }
     }
 }
 
 impl std::fmt::Display for Path {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&String::from_utf8_lossy(&self.0))
     }
 }
 
@@ -266,18 +295,27 @@ fn write_json_value(out: &mut Vec<u8>, value: &Value) {
 /// characters as `\b \t \n \f \r` or `\u00xx`; everything else as it is.
 /// Runs without escapes are found eight bytes at a time and copied whole.
 pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    write_json_bytes(out, s.as_bytes());
+}
+
+/// [`write_json_str`] of UTF-8 held as bytes (a path).
+fn write_json_bytes(out: &mut Vec<u8>, s: &[u8]) {
     out.reserve(s.len() + 2);
     out.push(b'"');
-    escape_json_str_contents(s, |piece| out.extend_from_slice(piece));
+    escape_json_contents(s, |piece| out.extend_from_slice(piece));
     out.push(b'"');
 }
 
 /// What [`write_json_str`] writes between the quotes, handed to `push` in
 /// pieces (for other buffers: the log lines). Each piece is a run of `s`
 /// cut at ASCII bytes, or an ASCII escape: always UTF-8.
-pub fn escape_json_str_contents(s: &str, mut push: impl FnMut(&[u8])) {
+pub fn escape_json_str_contents(s: &str, push: impl FnMut(&[u8])) {
+    escape_json_contents(s.as_bytes(), push);
+}
+
+fn escape_json_contents(s: &[u8], mut push: impl FnMut(&[u8])) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut rest = s.as_bytes();
+    let mut rest = s;
     loop {
         let plain = plain_len(rest);
         let (run, tail) = rest.split_at(plain.min(rest.len()));
@@ -328,8 +366,8 @@ struct Operation<'r> {
 pub struct PatchBuilder<'r> {
     operations: Vec<Operation<'r>>,
     /// Every operation's path, one after the other: one buffer for all of
-    /// them rather than an allocation each.
-    paths: String,
+    /// them rather than an allocation each. UTF-8, as [`Path`]s are.
+    paths: Vec<u8>,
     refused: Option<String>,
 }
 
@@ -365,7 +403,7 @@ impl<'r> PatchBuilder<'r> {
         self.operations.push(Operation { op, path, value });
     }
 
-    fn path(&self, operation: &Operation<'_>) -> &str {
+    fn path(&self, operation: &Operation<'_>) -> &[u8] {
         self.paths.get(operation.path.clone()).unwrap_or_default()
     }
 
@@ -424,7 +462,7 @@ impl<'r> PatchBuilder<'r> {
     pub fn build(&self) -> Patch {
         let operations = self.operations.iter().filter_map(|operation| {
             // Checked when pushed: parsing cannot fail.
-            let path = PointerBuf::parse(self.path(operation)).ok()?;
+            let path = PointerBuf::parse(std::str::from_utf8(self.path(operation)).ok()?).ok()?;
             let value = || {
                 operation
                     .value
@@ -454,7 +492,7 @@ impl<'r> PatchBuilder<'r> {
                 Op::Replace => br#"{"op":"replace","path":"#,
                 Op::Remove => br#"{"op":"remove","path":"#,
             });
-            write_json_str(out, self.path(operation));
+            write_json_bytes(out, self.path(operation));
             if let Some(value) = &operation.value {
                 out.extend_from_slice(br#","value":"#);
                 value.write_json(out);
@@ -561,7 +599,11 @@ mod tests {
         }
         patch.remove(parent.child_end());
         patch.remove(&parent.end());
-        let written: Vec<&str> = patch.operations.iter().map(|op| patch.path(op)).collect();
+        let written: Vec<&str> = patch
+            .operations
+            .iter()
+            .map(|op| std::str::from_utf8(patch.path(op)).unwrap())
+            .collect();
         for pair in written.chunks(2) {
             assert_eq!(pair[0], pair[1]);
             assert!(PointerBuf::parse(pair[0]).is_ok(), "{}", pair[0]);
