@@ -113,8 +113,10 @@ pub fn init(config: &LogConfig) -> anyhow::Result<FlushOnDrop> {
 pub struct UtcMicros;
 
 thread_local! {
-    /// The second last written on this thread and its text up to the `.`.
-    static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    /// The second last written on this thread, the last timestamp's text,
+    /// and the length of its part up to the `.` (the second's).
+    static SECOND: RefCell<(u64, String, usize)> =
+        const { RefCell::new((u64::MAX, String::new(), 0)) };
 }
 
 impl FormatTime for UtcMicros {
@@ -123,27 +125,29 @@ impl FormatTime for UtcMicros {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         SECOND.with(|second| {
-            let mut second = second.borrow_mut();
-            if second.0 != now.as_secs() {
-                second.1.clear();
-                write_second(&mut second.1, now.as_secs())?;
-                second.0 = now.as_secs();
+            let (at, text, second_len) = &mut *second.borrow_mut();
+            if *at != now.as_secs() {
+                text.clear();
+                write_second(text, now.as_secs())?;
+                *at = now.as_secs();
+                *second_len = text.len();
             }
-            w.write_str(&second.1)?;
-            let fraction = fraction_text(now.subsec_micros());
-            w.write_str(std::str::from_utf8(&fraction).unwrap_or(".000000Z"))
+            // The second's text stays; the fraction after it is rewritten.
+            text.truncate(*second_len);
+            push_fraction(text, now.subsec_micros());
+            w.write_str(text)
         })
     }
 }
 
 /// `.{micros:06}Z`, written by hand: the formatting machinery cost more
 /// than the rest of the timestamp.
-fn fraction_text(micros: u32) -> [u8; 8] {
-    let mut text = *b".000000Z";
-    for (power, digit) in text.iter_mut().skip(1).take(6).rev().enumerate() {
-        *digit = b'0' + (micros / 10u32.pow(power as u32) % 10) as u8;
+fn push_fraction(out: &mut String, micros: u32) {
+    out.push('.');
+    for power in [100_000, 10_000, 1_000, 100, 10, 1] {
+        out.push(char::from(b'0' + (micros / power % 10) as u8));
     }
-    text
+    out.push('Z');
 }
 
 /// `unix_seconds` as `YYYY-MM-DDTHH:MM:SS` in UTC.
@@ -171,11 +175,9 @@ mod tests {
     #[test]
     fn microseconds_are_six_digits_as_the_formatter_writes_them() {
         for micros in [0, 7, 42, 999, 123_456, 999_999, 100_000, 10] {
-            assert_eq!(
-                fraction_text(micros),
-                format!(".{micros:06}Z").as_bytes(),
-                "{micros}"
-            );
+            let mut out = String::new();
+            push_fraction(&mut out, micros);
+            assert_eq!(out, format!(".{micros:06}Z"), "{micros}");
         }
     }
 

@@ -137,6 +137,9 @@ where
             state.metrics.review(&reviewed.summary, elapsed);
             let summary = &reviewed.summary;
             info!(
+                // A string, not a format string: the same line (the message
+                // first), without the formatting machinery.
+                message = "review",
                 // As strings: escaped by either format (see `logging`).
                 uid = summary.uid.as_ref(),
                 kind = summary.kind.as_ref(),
@@ -148,7 +151,6 @@ where
                 warnings = ?summary.warnings,
                 outcome = summary.outcome.as_str(),
                 duration_us = elapsed.as_micros() as u64,
-                "review"
             );
             let mut response = Response::new(Body::from(reviewed.body));
             response.headers_mut().insert(
