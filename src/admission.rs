@@ -11,9 +11,11 @@
 //! object. These types are the few fields the webhook reads and writes.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fmt;
 
 use base64::Engine;
+use bumpalo::Bump;
 use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
@@ -199,11 +201,37 @@ pub fn review<'a>(
     config: &MutationConfig,
     relabelings: &Value,
 ) -> Result<Reviewed<'a>, AdmissionError> {
-    match read_fast(body) {
+    with_arena(|arena| match read_fast(body, arena) {
         Some(request) => Ok(answer(request, config, relabelings)),
-        None => review_with_serde(body, config, relabelings),
-    }
+        None => review_with_serde(body, config, relabelings, arena),
+    })
 }
+
+/// Runs `review` with this thread's arena for the view, emptied first. The
+/// arena keeps its memory from review to review (so a review allocates
+/// nothing for the view), unless a large request made it grow past
+/// [`ARENA_KEPT_BYTES`].
+fn with_arena<T>(review: impl FnOnce(&Bump) -> T) -> T {
+    thread_local! {
+        static ARENA: RefCell<Bump> = RefCell::new(Bump::new());
+    }
+    ARENA.with(|arena| match arena.try_borrow_mut() {
+        Ok(mut arena) => {
+            arena.reset();
+            let answer = review(&arena);
+            if arena.allocated_bytes() > ARENA_KEPT_BYTES {
+                *arena = Bump::new();
+            }
+            answer
+        }
+        // A review within a review (never, today): an arena of its own.
+        Err(_) => review(&Bump::new()),
+    })
+}
+
+/// What a thread's arena keeps between reviews: views of the objects the
+/// API server sends take a few KiB.
+const ARENA_KEPT_BYTES: usize = 1 << 20;
 
 /// What the answer depends on, however the request was read: texts that
 /// the summary keeps (`'a`), and the object (`'o`).
@@ -227,6 +255,7 @@ fn review_with_serde<'a>(
     body: &'a [u8],
     config: &MutationConfig,
     relabelings: &Value,
+    arena: &Bump,
 ) -> Result<Reviewed<'a>, AdmissionError> {
     let review = parse(body)?;
     let request = review.request.ok_or(AdmissionError::MissingRequest)?;
@@ -251,7 +280,9 @@ fn review_with_serde<'a>(
         namespace: request.namespace.map(Cow::Owned),
         operation: Cow::Owned(request.operation),
         dry_run: request.dry_run,
-        object: view.as_ref().map(|view| Json::from(view.as_value())),
+        object: view
+            .as_ref()
+            .map(|view| Json::from_value(view.as_value(), arena)),
     };
     Ok(answer(fields, config, relabelings))
 }
@@ -269,8 +300,8 @@ fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
 /// serde: `None` for anything else (any error, a field twice, the object
 /// before its kind, a review [`review_with_serde`] refuses), for serde_json
 /// to read again. Reads what [`ReviewIn`] reads, and accepts no more.
-fn read_fast(body: &[u8]) -> Option<RequestFields<'_, '_>> {
-    let mut reader = Reader::new(body)?;
+fn read_fast<'a: 'b, 'b>(body: &'a [u8], arena: &'b Bump) -> Option<RequestFields<'a, 'b>> {
+    let mut reader = Reader::new(body, arena)?;
     reader.begin_object()?;
     let (mut api_version, mut kind, mut request) = (None, None, None);
     let mut first = true;
@@ -289,7 +320,7 @@ fn read_fast(body: &[u8]) -> Option<RequestFields<'_, '_>> {
 }
 
 /// The request's fields, as [`RequestVisitor`] reads them.
-fn read_request<'a>(reader: &mut Reader<'a>) -> Option<RequestFields<'a, 'a>> {
+fn read_request<'a: 'b, 'b>(reader: &mut Reader<'a, 'b>) -> Option<RequestFields<'a, 'b>> {
     reader.begin_object()?;
     let (mut uid, mut gvk, mut operation) = (None, None, None);
     let (mut sub_resource, mut name, mut namespace, mut dry_run) = (None, None, None, None);
@@ -336,7 +367,7 @@ fn read_request<'a>(reader: &mut Reader<'a>) -> Option<RequestFields<'a, 'a>> {
 /// `{"group":..,"version":..,"kind":..}`, as [`GroupVersionKind`] reads it.
 type Gvk<'a> = (Cow<'a, str>, Cow<'a, str>, Cow<'a, str>);
 
-fn read_group_version_kind<'a>(reader: &mut Reader<'a>) -> Option<Gvk<'a>> {
+fn read_group_version_kind<'a: 'b, 'b>(reader: &mut Reader<'a, 'b>) -> Option<Gvk<'a>> {
     reader.begin_object()?;
     let (mut group, mut version, mut kind) = (None, None, None);
     let mut first = true;
@@ -721,11 +752,14 @@ mod tests {
         let rules = crate::mesh::Rendering::assumed_strict().relabelings;
         let same = |body: &[u8]| {
             let fast = outcome(review(body, &config, &rules));
-            let serde = outcome(review_with_serde(body, &config, &rules));
+            let serde = outcome(review_with_serde(body, &config, &rules, &Bump::new()));
             assert_eq!(fast, serde, "{}", String::from_utf8_lossy(body));
         };
         for (name, body) in fixtures() {
-            assert!(read_fast(&body).is_some(), "{name} takes the fast path");
+            assert!(
+                read_fast(&body, &Bump::new()).is_some(),
+                "{name} takes the fast path"
+            );
             same(&body);
             for cut in (0..body.len()).step_by(7) {
                 same(body.get(..cut).unwrap());

@@ -48,7 +48,7 @@ pub fn describe(index: usize, endpoint: &Json<'_>) -> String {
     let port = ["port", "portNumber", "targetPort"]
         .into_iter()
         .find_map(|field| match endpoint.get(field) {
-            Some(Json::String(s)) => Some(s.as_ref().to_owned()),
+            Some(Json::String(s)) => Some((*s).to_owned()),
             Some(Json::Number(n)) => Some(n.to_string()),
             _ => None,
         });

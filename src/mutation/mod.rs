@@ -20,6 +20,7 @@ mod service_monitor;
 mod user_volume_mount;
 pub mod view;
 
+use bumpalo::Bump;
 use json_patch::Patch;
 use serde_json::Value;
 
@@ -190,7 +191,7 @@ impl From<Mutated<'_>> for Mutation {
 /// made from a template have no name yet at admission; their
 /// `generateName` stands in (`Pod monitoring/prometheus-5d9f*`).
 pub fn describe_object(kind: &str, namespace: &str, object: &Value) -> String {
-    describe(kind, namespace, &Json::from(object))
+    describe(kind, namespace, &Json::from_value(object, &Bump::new()))
 }
 
 /// [`describe_object`] on the view the rules read.
@@ -231,10 +232,11 @@ pub fn mutate(
     config: &MutationConfig,
     relabelings: &Value,
 ) -> Mutation {
+    let arena = Bump::new();
     mutate_view(
         kind,
         operation,
-        &Json::from(object.as_value()),
+        &Json::from_value(object.as_value(), &arena),
         config,
         relabelings,
     )
@@ -274,5 +276,6 @@ pub(crate) fn mutate_view<'r>(
 /// its pod template): then it gets no scrape class, from the admission path
 /// or from the controller.
 pub fn scrape_class_opted_out(object: &Value, config: &MutationConfig) -> bool {
-    prometheus::opted_out(&Json::from(object), config, &mut Vec::new())
+    let arena = Bump::new();
+    prometheus::opted_out(&Json::from_value(object, &arena), config, &mut Vec::new())
 }

@@ -44,7 +44,7 @@ pub fn mutate<'r>(
     let endpoints_path = Path::root().key("spec").key(kind.endpoints_field);
     let endpoints = match spec.and_then(|s| s.get(kind.endpoints_field)) {
         None | Some(Json::Null) => &[][..],
-        Some(Json::Array(endpoints)) => endpoints.as_slice(),
+        Some(Json::Array(endpoints)) => endpoints,
         Some(_) => {
             warnings.push(format!(
                 "{endpoints_path} is not a list; the object was left unchanged"

@@ -28,6 +28,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use bumpalo::Bump;
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
@@ -300,34 +301,41 @@ impl<'de> Visitor<'de> for KeepVisitor {
 }
 
 /// A JSON value as the rules read it: strings and keys borrowed from the
-/// request where they hold no escapes, objects as small vectors in their
-/// order (every key once). What [`View`] keeps, without the `IndexMap` per
-/// object and the `String` per key and value a `serde_json::Value` costs.
+/// request where they hold no escapes, objects as slices of entries in
+/// their order (every key once). What [`View`] keeps, without the `IndexMap`
+/// per object and the `String` per key and value a `serde_json::Value`
+/// costs.
+///
+/// Lists, mappings and unescaped strings live in an arena ([`Bump`]) that
+/// outlives the value: a review allocates nothing for them and frees
+/// nothing after (they were a twentieth of a pod review's instructions, in
+/// `malloc`, `free` and the walk that dropped them). Nothing in a `Json`
+/// owns memory, so the arena can forget it whole.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Json<'a> {
     Null,
     Bool(bool),
     Number(Number),
-    String(Cow<'a, str>),
-    Array(Vec<Json<'a>>),
+    String(&'a str),
+    Array(&'a [Json<'a>]),
     Object(Object<'a>),
 }
 
 /// A JSON object's entries, in order, each key once.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Object<'a>(Vec<(Cow<'a, str>, Json<'a>)>);
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Object<'a>(&'a [(&'a str, Json<'a>)]);
 
 impl<'a> Object<'a> {
-    pub fn get(&self, key: &str) -> Option<&Json<'a>> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    pub fn get(&self, key: &str) -> Option<&'a Json<'a>> {
+        self.0.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
     pub fn contains_key(&self, key: &str) -> bool {
         self.get(key).is_some()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &Json<'a>)> {
-        self.0.iter().map(|(k, v)| (k.as_ref(), v))
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a Json<'a>)> {
+        self.0.iter().map(|(k, v)| (*k, v))
     }
 
     pub fn len(&self) -> usize {
@@ -381,7 +389,7 @@ impl<'a> Json<'a> {
             Json::Null => Value::Null,
             Json::Bool(b) => Value::Bool(*b),
             Json::Number(n) => Value::Number(n.clone()),
-            Json::String(s) => Value::String(s.as_ref().to_owned()),
+            Json::String(s) => Value::String((*s).to_owned()),
             Json::Array(items) => Value::Array(items.iter().map(Json::to_value).collect()),
             Json::Object(object) => Value::Object(
                 object
@@ -393,22 +401,35 @@ impl<'a> Json<'a> {
     }
 }
 
-/// Borrows a parsed value (the preview, the controller, tests): the rules
-/// then read it exactly as they read a review's view.
-impl<'a> From<&'a Value> for Json<'a> {
-    fn from(value: &'a Value) -> Self {
+impl<'a> Json<'a> {
+    /// Borrows a parsed value (the preview, the controller, tests), its
+    /// lists and mappings made in `arena`: the rules then read it exactly
+    /// as they read a review's view.
+    pub fn from_value(value: &'a Value, arena: &'a Bump) -> Self {
         match value {
             Value::Null => Json::Null,
             Value::Bool(b) => Json::Bool(*b),
             Value::Number(n) => Json::Number(n.clone()),
-            Value::String(s) => Json::String(Cow::Borrowed(s)),
-            Value::Array(items) => Json::Array(items.iter().map(Json::from).collect()),
+            Value::String(s) => Json::String(s),
+            Value::Array(items) => Json::Array(
+                arena.alloc_slice_fill_iter(items.iter().map(|item| Json::from_value(item, arena))),
+            ),
             Value::Object(map) => Json::Object(Object(
-                map.iter()
-                    .map(|(k, v)| (Cow::Borrowed(k.as_str()), Json::from(v)))
-                    .collect(),
+                arena.alloc_slice_fill_iter(
+                    map.iter()
+                        .map(|(k, v)| (k.as_str(), Json::from_value(v, arena))),
+                ),
             )),
         }
+    }
+}
+
+/// Tests read parsed values as the rules do without an arena to hand: each
+/// conversion's arena is leaked (a test's few values).
+#[cfg(test)]
+impl<'a> From<&'a Value> for Json<'a> {
+    fn from(value: &'a Value) -> Self {
+        Json::from_value(value, Box::leak(Box::new(Bump::new())))
     }
 }
 
@@ -419,7 +440,7 @@ impl PartialEq<Value> for Json<'_> {
             (Json::Null, Value::Null) => true,
             (Json::Bool(a), Value::Bool(b)) => a == b,
             (Json::Number(a), Value::Number(b)) => a == b,
-            (Json::String(a), Value::String(b)) => a == b,
+            (Json::String(a), Value::String(b)) => *a == b,
             (Json::Array(a), Value::Array(b)) => {
                 a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
             }
@@ -456,13 +477,16 @@ const MAX_KEPT_KEYS: usize = 64;
 /// parses the same bytes with serde_json, which gives the exact answer or
 /// the exact error: so whatever this reader accepts, it reads as serde_json
 /// would.
-pub struct Reader<'a> {
+pub struct Reader<'a, 'b> {
     /// The request, checked as UTF-8 once: a string without escapes is a
     /// slice of it, with no check of its own (which cost more than finding
     /// its end: a call per string).
     text: &'a str,
     pos: usize,
     depth: usize,
+    /// Where the kept lists, mappings and escaped strings are made; the
+    /// view lives as long as it (`'b`), the request longer (`'a`).
+    arena: &'b Bump,
 }
 
 fn is_string_stop(byte: u8) -> bool {
@@ -669,14 +693,15 @@ fn number_end(bytes: &[u8], mut pos: usize) -> Option<usize> {
     Some(pos)
 }
 
-impl<'a> Reader<'a> {
+impl<'a: 'b, 'b> Reader<'a, 'b> {
     /// `None` unless `bytes` are UTF-8 as a whole (the API server's always
     /// are; serde_json reads anything else).
-    pub fn new(bytes: &'a [u8]) -> Option<Self> {
+    pub fn new(bytes: &'a [u8], arena: &'b Bump) -> Option<Self> {
         Some(Self {
             text: std::str::from_utf8(bytes).ok()?,
             pos: 0,
             depth: 0,
+            arena,
         })
     }
 
@@ -962,12 +987,12 @@ impl<'a> Reader<'a> {
     }
 
     /// The view of the object of `kind` here: what [`View::parse`] keeps.
-    pub fn view(&mut self, kind: Kind) -> Option<Json<'a>> {
+    pub fn view(&mut self, kind: Kind) -> Option<Json<'b>> {
         self.kept(fields_read(kind))
     }
 
     /// The part of the value here that `keep` says, as [`Seed`] keeps it.
-    fn kept(&mut self, keep: &'static Keep) -> Option<Json<'a>> {
+    fn kept(&mut self, keep: &'static Keep) -> Option<Json<'b>> {
         match self.next_byte()? {
             b'{' => self.kept_object(keep),
             b'[' => {
@@ -977,14 +1002,16 @@ impl<'a> Reader<'a> {
                     _ => &All,
                 };
                 self.begin_array()?;
-                let mut items = Vec::new();
+                // Room in the arena costs nothing: enough that the usual
+                // list never grows (growing copies it).
+                let mut items = bumpalo::collections::Vec::with_capacity_in(8, self.arena);
                 let mut first = true;
                 while self.next_item(&mut first)? {
                     items.push(self.kept(item)?);
                 }
-                Some(Json::Array(items))
+                Some(Json::Array(items.into_bump_slice()))
             }
-            b'"' => self.string().map(Json::String),
+            b'"' => self.arena_string().map(Json::String),
             b't' => self.literal(b"true").map(|()| Json::Bool(true)),
             b'f' => self.literal(b"false").map(|()| Json::Bool(false)),
             b'n' => self.literal(b"null").map(|()| Json::Null),
@@ -997,19 +1024,20 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn kept_object(&mut self, keep: &'static Keep) -> Option<Json<'a>> {
+    fn kept_object(&mut self, keep: &'static Keep) -> Option<Json<'b>> {
         self.begin_object()?;
-        let mut entries: Vec<(Cow<'a, str>, Json<'a>)> = Vec::with_capacity(match keep {
+        let capacity = match keep {
             Fields(fields) => fields.len(),
-            _ => 4,
-        });
+            _ => 16,
+        };
+        let mut entries = bumpalo::collections::Vec::with_capacity_in(capacity, self.arena);
         let mut first = true;
         while let Some(key) = self.next_key(&mut first)? {
             // A mapping where a list was expected is kept whole.
             let (key, keep_as) = match keep {
                 Fields(fields) => match fields.iter().find(|(name, _)| **name == *key) {
                     // The field's own name: the same text, no conversion.
-                    Some((name, keep)) => (Cow::Borrowed(*name), keep),
+                    Some((name, keep)) => (*name, keep),
                     None => {
                         self.skip_value()?;
                         continue;
@@ -1019,7 +1047,7 @@ impl<'a> Reader<'a> {
                     self.skip_value()?;
                     continue;
                 }
-                _ => (key, &All),
+                _ => (self.in_arena(key), &All),
             };
             // serde_json keeps the last of duplicate keys, in the first's
             // place: rare enough to leave to it.
@@ -1029,7 +1057,21 @@ impl<'a> Reader<'a> {
             let value = self.kept(keep_as)?;
             entries.push((key, value));
         }
-        Some(Json::Object(Object(entries)))
+        Some(Json::Object(Object(entries.into_bump_slice())))
+    }
+
+    /// A string (at its opening quote), unescaped: borrowed from the request
+    /// unless it holds escapes, then made in the arena.
+    fn arena_string(&mut self) -> Option<&'b str> {
+        let text = self.string()?;
+        Some(self.in_arena(text))
+    }
+
+    fn in_arena(&self, text: Cow<'a, str>) -> &'b str {
+        match text {
+            Cow::Borrowed(text) => text,
+            Cow::Owned(text) => self.arena.alloc_str(&text),
+        }
     }
 }
 
@@ -1070,7 +1112,8 @@ mod tests {
     /// [`View::parse`], checked against [`View::of`] on the same object, and
     /// against the fast [`Reader`] (same values, same order) where it reads.
     fn parse(kind: Kind, json: &str) -> Result<Value, serde_json::Error> {
-        let fast = Reader::new(json.as_bytes()).unwrap().view(kind);
+        let arena = Bump::new();
+        let fast = Reader::new(json.as_bytes(), &arena).unwrap().view(kind);
         let view = View::parse(kind, json)?;
         let whole: Value = serde_json::from_str(json).unwrap();
         assert_eq!(
@@ -1091,7 +1134,8 @@ mod tests {
             "z": 18446744073709551615, "f": 1.5, "e": -0, "t": [true, false, null]}},
             "spec": {"containers": [{"name": "c", "env": [{"name": "A", "value": "\n\t"}],
             "ports": [{"x": "\u0000"}]}], "volumes": {"odd": [1, {"a": {}}]}}}"#;
-        let fast = Reader::new(json.as_bytes())
+        let arena = Bump::new();
+        let fast = Reader::new(json.as_bytes(), &arena)
             .unwrap()
             .view(Kind::Pod)
             .unwrap();
@@ -1104,7 +1148,7 @@ mod tests {
             r#"{"metadata": {"name": "\ud800"}}"#,
         ] {
             assert!(
-                Reader::new(json.as_bytes())
+                Reader::new(json.as_bytes(), &Bump::new())
                     .unwrap()
                     .view(Kind::Pod)
                     .is_none(),
@@ -1114,7 +1158,7 @@ mod tests {
         // A duplicate key that is not kept is skipped as serde_json skips it.
         let json = r#"{"status": 1, "status": 2, "metadata": {}}"#;
         assert_eq!(
-            Reader::new(json.as_bytes())
+            Reader::new(json.as_bytes(), &Bump::new())
                 .unwrap()
                 .view(Kind::Pod)
                 .unwrap()
