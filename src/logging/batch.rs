@@ -28,6 +28,10 @@ pub const QUEUED_BYTES: usize = 4 << 20;
 /// How long lines gather before they are written: a line reaches the sink
 /// at most this late.
 pub const GATHER: Duration = Duration::from_millis(25);
+/// How long the end waits for the last batch to be written: a sink that
+/// takes nothing (a log pipe nobody reads) must not keep the process from
+/// exiting.
+pub const FINISH_WAIT: Duration = Duration::from_secs(1);
 
 /// The logger's side: a `MakeWriter` whose writers append to the batch.
 #[derive(Clone)]
@@ -48,6 +52,8 @@ struct Pending {
     lines: Vec<u8>,
     /// No more batches: write what is left and stop.
     closing: bool,
+    /// The writer has written its last batch.
+    finished: bool,
 }
 
 /// The writer thread; dropping it (or [`Self::finish`]) writes what is
@@ -148,6 +154,8 @@ impl Shared {
             let _ = sink.write_all(&batch).and_then(|()| sink.flush());
             batch.clear();
             if closing {
+                self.lock().finished = true;
+                self.arrived.notify_all();
                 return;
             }
         }
@@ -155,14 +163,30 @@ impl Shared {
 }
 
 impl WriterGuard {
-    /// Writes out what is queued and stops the thread. Later lines are
-    /// dropped (and counted).
+    /// Writes out what is queued and stops the thread, waiting at most
+    /// [`FINISH_WAIT`] for the sink. Later lines are dropped (and counted).
     pub fn finish(&mut self) {
-        self.shared.lock().closing = true;
-        self.shared.arrived.notify_one();
-        if let Some(thread) = self.thread.take() {
+        self.finish_within(FINISH_WAIT);
+    }
+
+    fn finish_within(&mut self, wait: Duration) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        let mut pending = self.shared.lock();
+        pending.closing = true;
+        // The writer may be waiting for lines, or gathering them.
+        self.shared.arrived.notify_all();
+        let (pending, _) = self
+            .shared
+            .arrived
+            .wait_timeout_while(pending, wait, |pending| !pending.finished)
+            .unwrap_or_else(PoisonError::into_inner);
+        if pending.finished {
+            drop(pending);
             let _ = thread.join();
         }
+        // Otherwise the thread is left to the sink, and to the exit.
     }
 }
 
@@ -310,6 +334,33 @@ mod tests {
         // After the end, lines are dropped too.
         line(&writer, "late\n");
         assert_eq!(writer.dropped(), 2);
+    }
+
+    #[test]
+    fn finishing_gives_up_on_a_sink_that_takes_nothing() {
+        let (sink, received, gate) = probe();
+        let (writer, mut guard) =
+            BatchWriter::spawn_with(sink, 1 << 20, Duration::from_millis(1)).unwrap();
+        let held = gate.lock().unwrap();
+        line(&writer, "stuck\n");
+        // Finishing in a thread of its own, so that one that waited for
+        // the sink for good fails this test instead of hanging it.
+        let (finished, waited) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            guard.finish_within(Duration::from_millis(200));
+            let _ = finished.send(started.elapsed());
+        });
+        let waited = waited
+            .recv_timeout(Duration::from_secs(30))
+            .expect("finishing waited for a sink that takes nothing");
+        assert!(waited >= Duration::from_millis(200), "{waited:?}");
+        drop(held);
+        // The line reaches the sink once it takes it again.
+        assert_eq!(
+            received.recv_timeout(Duration::from_secs(5)).unwrap(),
+            b"stuck\n"
+        );
     }
 
     #[test]

@@ -293,7 +293,7 @@ fn write_json_value(out: &mut Vec<u8>, value: &Value) {
 
 /// A JSON string, escaped as serde_json escapes: `"` and `\`, the control
 /// characters as `\b \t \n \f \r` or `\u00xx`; everything else as it is.
-/// Runs without escapes are found eight bytes at a time and copied whole.
+/// Runs without escapes are found sixteen bytes at a time and copied whole.
 pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     write_json_bytes(out, s.as_bytes());
 }

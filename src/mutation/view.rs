@@ -467,8 +467,8 @@ const MAX_DEPTH: usize = 64;
 const MAX_KEPT_KEYS: usize = 64;
 
 /// A strict reader of JSON bytes for the review path: it reads what the
-/// rules need into [`Json`] and skips the rest, allocating only for kept
-/// arrays, objects and escaped strings.
+/// rules need into [`Json`] and skips the rest, making only the kept
+/// arrays, objects and escaped strings, in the arena.
 ///
 /// It accepts no more than serde_json does (the same grammar; the whole
 /// request UTF-8, where serde_json checks only the strings it reads) and
