@@ -350,6 +350,13 @@ async fn run(args: Args) {
             "apiserver_admission_step_admission_duration_seconds",
             "admit step",
         ),
+        // Each in-tree plugin, counted per run: a webhook that changes the
+        // object makes the API server run the whole mutating chain again
+        // (k8s.io/apiserver pkg/admission/reinvocation.go).
+        (
+            "apiserver_admission_controller_admission_duration_seconds",
+            "plugin",
+        ),
     ] {
         for (labels, count, sum) in histogram_means(&text, series) {
             println!(
