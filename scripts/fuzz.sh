@@ -9,8 +9,9 @@
 #   mutate          arbitrary objects (JSON, or YAML) through mutation::mutate, every kind
 #   preview         arbitrary text through preview::preview, both outputs
 #   yaml_roundtrip  yaml::parse_documents, then to_string and parse again: same value
-# Each checks more than "no panic": patches apply to the object, only add, and
-# are empty on a second pass; outputs read back unchanged.
+# Each checks more than "no panic": patches keep the tests' rules
+# (tests/support: they apply, rewrite and remove only what the webhook may,
+# lose nothing else) and are empty on a second pass; outputs read back unchanged.
 #
 # Installs cargo-fuzz into .tools/ when it is not on PATH. The corpus in
 # fuzz/corpus/<target> (gitignored) is seeded from tests/fixtures/admission,

@@ -1,20 +1,24 @@
 //! Arbitrary bytes through the whole protocol: `admission::review`.
 //!
 //! Never panics; and when it answers, the answer is an AdmissionReview that
-//! echoes the uid, whose patch (base64 of a JSON Patch) applies to the
-//! request's object, only adds, and leaves nothing to do on a second review
-//! of the patched object (SPEC.md: idempotent).
+//! echoes the uid, whose patch (base64 of a JSON Patch) keeps the rules the
+//! tests check (`tests/support`, SPEC.md "Rules for every change": it
+//! applies, rewrites and removes only what the webhook may, loses nothing
+//! else) and leaves nothing to do on a second review of the patched object
+//! (idempotent).
 #![no_main]
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
 use std::sync::LazyLock;
 
 use base64::Engine;
-use json_patch::{Patch, PatchOperation};
+use json_patch::Patch;
 use libfuzzer_sys::fuzz_target;
 use prom_mtls_webhook::admission::review;
 use prom_mtls_webhook::mutation::MutationConfig;
 use serde_json::Value;
-
 
 static CONFIG: LazyLock<MutationConfig> = LazyLock::new(MutationConfig::default);
 
@@ -28,7 +32,7 @@ fn patch_of(response: &Value) -> Option<Patch> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(reviewed) = review(data, &CONFIG, rules()) else {
+    let Ok(reviewed) = review(data, &CONFIG, support::rules()) else {
         return;
     };
     let answer: Value = serde_json::from_slice(&reviewed.body).expect("the answer is JSON");
@@ -53,23 +57,16 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     assert!(!patch.0.is_empty(), "an empty patch is sent as no patch");
-    for op in &patch.0 {
-        assert!(
-            !matches!(op, PatchOperation::Remove(_) | PatchOperation::Move(_)),
-            "the patch removes: {op:?}"
-        );
-    }
     let object = request["request"]
         .get_mut("object")
         .expect("a patch needs an object");
     let before = object.clone();
-    if let Err(error) = json_patch::patch(object, &patch.0) {
-        panic!("the patch does not apply: {error}\nobject: {before}\npatch: {patch:?}");
-    }
+    *object = support::apply_checked(&before, &patch, &CONFIG);
 
     // Reinvocation: the patched object gets no patch.
     let again_body = serde_json::to_vec(&request).expect("serialises");
-    let again = review(&again_body, &CONFIG, rules()).expect("the patched review is accepted");
+    let again =
+        review(&again_body, &CONFIG, support::rules()).expect("the patched review is accepted");
     let again: Value = serde_json::from_slice(&again.body).expect("the answer is JSON");
     if let Some(second) = patch_of(&again["response"]) {
         panic!(
@@ -77,10 +74,3 @@ fuzz_target!(|data: &[u8]| {
         );
     }
 });
-
-/// The scrape class's rules for a mesh taken as STRICT.
-fn rules() -> &'static serde_json::Value {
-    static RULES: std::sync::LazyLock<prom_mtls_webhook::mesh::Rendering> =
-        std::sync::LazyLock::new(prom_mtls_webhook::mesh::Rendering::assumed_strict);
-    &RULES.relabelings
-}

@@ -1,5 +1,6 @@
-//! Checks shared by the golden, fixture and property tests: the rules every
-//! patch must keep (SPEC.md, "Rules for every change").
+//! Checks shared by the golden, fixture, property and fuzz-regression tests
+//! and by the fuzz targets (`fuzz/fuzz_targets`, through `#[path]`): the
+//! rules every patch must keep (SPEC.md, "Rules for every change").
 
 #![allow(dead_code)]
 
