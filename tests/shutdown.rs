@@ -182,7 +182,7 @@ struct LoadOutcome {
     errors_before_signal: Vec<String>,
     /// Failures after it: refused connections, and requests caught as their
     /// connection closed. Never an HTTP answer other than 200.
-    errors_after_signal: usize,
+    errors_after_signal: Vec<String>,
 }
 
 /// Posts `review` back to back until a request fails after `signalled`
@@ -224,8 +224,8 @@ async fn load_client(
                     outcome.answered_before_signal += 1;
                 }
             }
-            Err(_) if signalled.load(Ordering::SeqCst) => {
-                outcome.errors_after_signal += 1;
+            Err(error) if signalled.load(Ordering::SeqCst) => {
+                outcome.errors_after_signal.push(format!("{error:?}"));
                 return outcome;
             }
             Err(error) => outcome.errors_before_signal.push(format!("{error:?}")),
@@ -240,7 +240,20 @@ async fn sigterm_under_load_answers_every_review_it_took_and_exits_0() {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     let dir = tempfile::tempdir().unwrap();
-    let (mut process, ca) = spawn(&dir, "10s");
+    // Connections that end in an error are logged at debug: what the
+    // accounting below prints if it ever fails.
+    let ca_file = dir.path().join("ca.crt");
+    let mut process = ServeProcess::spawn_dev(
+        &ca_file,
+        &[
+            "--drain-timeout",
+            "10s",
+            "--log-level",
+            "info,prom_mtls_webhook::server::connection=debug",
+        ],
+        &[],
+    );
+    let ca = std::fs::read_to_string(&ca_file).unwrap();
     let fixture = common::fixture("pod-create-1");
     let review = serde_json::to_vec(&fixture).unwrap();
     let uid = fixture["request"]["uid"].as_str().unwrap().to_owned();
@@ -289,18 +302,14 @@ async fn sigterm_under_load_answers_every_review_it_took_and_exits_0() {
         started.elapsed() < Duration::from_secs(10),
         "within the drain timeout"
     );
-    // The server's own accounting: every request it took, it answered.
     let drained = process.wait_for_log("drained", Duration::from_secs(1));
     let received = drained["received"].as_u64().unwrap();
     let server_answered = drained["answered"].as_u64().unwrap();
-    assert_eq!(
-        received, server_answered,
-        "requests taken but not answered: {drained}"
-    );
 
     // Every client stops soon after: its connection was closed, not left hanging.
     let mut answered = 0;
     let mut stopped_by_an_error = 0;
+    let mut client_errors = Vec::new();
     for client in clients {
         let outcome = tokio::time::timeout(Duration::from_secs(10), client)
             .await
@@ -311,9 +320,19 @@ async fn sigterm_under_load_answers_every_review_it_took_and_exits_0() {
             "failures under load before the signal: {:?}",
             outcome.errors_before_signal
         );
-        stopped_by_an_error += outcome.errors_after_signal;
+        stopped_by_an_error += outcome.errors_after_signal.len();
+        client_errors.extend(outcome.errors_after_signal);
         answered += outcome.answered_before_signal + outcome.answered_after_signal;
     }
+    // The server's own accounting: every request it took, it answered.
+    // (Seen to fail once in about 800 runs, cause not yet known: the
+    // message carries what would tell.)
+    assert_eq!(
+        received,
+        server_answered,
+        "requests taken but not answered: {drained}\nclients' errors after the signal: {client_errors:#?}\nthe server's other lines: {:#?}",
+        process.lines_other_than("review")
+    );
     assert!(answered >= 200, "{answered} reviews answered");
     // What the clients read is what the server wrote, but for at most the
     // one answer in flight on each connection as it closed.

@@ -502,6 +502,14 @@ impl ServeProcess {
         }
     }
 
+    /// The log lines read so far whose message is not `message`.
+    pub fn lines_other_than(&self, message: &str) -> Vec<&Value> {
+        self.seen
+            .iter()
+            .filter(|line| line["message"] != message)
+            .collect()
+    }
+
     pub fn signal(&self, name: &str) {
         let status = std::process::Command::new("kill")
             .args(["-s", name, &self.child.id().to_string()])
