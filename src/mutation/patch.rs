@@ -57,11 +57,6 @@ impl Path {
         Self(pointer)
     }
 
-    /// The position after the last element of an array (`-`).
-    pub fn end(&self) -> Self {
-        self.key("-")
-    }
-
     /// Where an operation writes: the key `key` of the mapping here.
     pub fn child_key<'p>(&'p self, key: &'p str) -> Target<'p> {
         Target(self, Some(Step::Key(key)))
@@ -598,7 +593,8 @@ mod tests {
             patch.remove(&parent.index(index));
         }
         patch.remove(parent.child_end());
-        patch.remove(&parent.end());
+        // `-`: after the last item of a list.
+        patch.remove(&parent.key("-"));
         let written: Vec<&str> = patch
             .operations
             .iter()
